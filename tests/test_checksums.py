@@ -1,0 +1,142 @@
+"""Tests for L{twistreg.checksums}: the payload checksum and tarsum v0 (contract §8)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from tests.test_layerfiles import COMPRESSORS, RICH_MEMBERS, make_sparse_tar, make_tar, member
+from twistreg.checksums import PayloadHasher, payload_checksum, tarsum
+from twistreg.registry.layerfiles import LayerFormatError
+
+ID_1 = b'{"id": "' + b"1" * 64 + b'"}'
+
+PAYLOAD_VECTORS = [
+    (b"", b"", "sha256:01ba4719c80b6fe911b091a7c05124b64eeece964e09c058ef8f9805daca546b"),
+    (b"test", b"", "sha256:f2ca1bb6c7e907d06dafe4687e579fce76b37e4e93b7605022da52e6ccc26fd2"),
+    (
+        ID_1,
+        bytes(range(256)) * 20,
+        "sha256:197379464f261af42d5244148efc61ed93f41c6f75c9f0e751fff25394503d5e",
+    ),
+    (
+        b'{"id": "c0bbc6adf7089dd787b6a27f5baddd65bcd01aefb61ad7be0c45289c21d93e27"}',
+        b"",
+        "sha256:fa38baad7be70e30f8f68a7b616251e21e81da8288d4e1bd8a987cdf57aa52f6",
+    ),
+    (
+        b'{"id": "a043bae1603803a839c0cb52f511d9cb8f68d9d9b0341314a5534ea92b26fa8a"}',
+        b"some layer bytes",
+        "sha256:0b85a7b2fc677385b19072dd54b26646041c3210096ad9ef83e250c626a167fa",
+    ),
+]
+
+
+def test_id_vector_is_the_contract_one() -> None:
+    """The third vector's J and L have the sizes the contract gives."""
+    assert (len(ID_1), len(PAYLOAD_VECTORS[2][1])) == (74, 5120)
+
+
+@pytest.mark.parametrize(("image_json", "layer", "expected"), PAYLOAD_VECTORS)
+def test_payload_checksum(image_json: bytes, layer: bytes, expected: str) -> None:
+    """Every vector of contract §8."""
+    assert payload_checksum(image_json, layer) == expected
+
+
+@pytest.mark.parametrize(("image_json", "layer", "expected"), PAYLOAD_VECTORS)
+def test_hasher_in_chunks(image_json: bytes, layer: bytes, expected: str) -> None:
+    """Feeding the layer in uneven chunks, as it arrives from the network, changes nothing."""
+    hasher = PayloadHasher(image_json)
+    for start in range(0, len(layer), 1000):
+        hasher.update(layer[start : start + 1000])
+    hasher.update(b"")
+    assert hasher.checksum() == expected
+
+
+# Crosses the 1 MiB read size of tarsum, so content is hashed over several reads.
+BIG = bytes(range(256)) * 12289
+
+TARSUM_MEMBERS = (
+    *RICH_MEMBERS,
+    member("./big", data=BIG, mode=0o600, mtime=1400000019, uname="alice", gname="staff"),
+    member("./empty", mode=0o644, mtime=1400000020, uid=33, gid=33, uname="www", gname="www"),
+)
+
+# Reference values computed once, outside this suite, by docker-registry 0.9.1's own TarSum class
+# (docker_registry/lib/checksums.py, Python 2 only) under Python 2.7, reading these very archives
+# (plain, gzip and bzip2; Python 2 has no xz) with its xtarfile-patched tarfile in "r|*" mode.
+# The 0.9.1 sample layers behind the contract's published values are not in its sdist.
+EMPTY_TARSUM = "tarsum+sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+RICH_TARSUM = "tarsum+sha256:d709cf52154fc30289c859b85888df806dbbccef9b875d120cd828f66f118c4a"
+BIG_TARSUM = "tarsum+sha256:ca5a44cb07db720c75eee2e8ba023a7c9d0de67bfe229f65728f199971ca49c2"
+SPARSE_TARSUM = "tarsum+sha256:fd50c322786c007e95d4a76e0db9edde9dc9f2d37a33d2acbe1cc6124011e552"
+
+
+def sum_of(image_json: bytes, layer: bytes) -> str:
+    return tarsum(image_json, io.BytesIO(layer))
+
+
+def test_tarsum_empty_archive() -> None:
+    """No member: the sum is the hash of J alone."""
+    assert sum_of(b"", make_tar()) == EMPTY_TARSUM
+
+
+@pytest.mark.parametrize("format", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("compression", sorted(COMPRESSORS))
+def test_tarsum_reference(compression: str, format: int) -> None:
+    """0.9.1's value, whatever the compression and the way long names are stored."""
+    layer = COMPRESSORS[compression](make_tar(*TARSUM_MEMBERS, format=format))
+    assert sum_of(ID_1, layer) == RICH_TARSUM
+
+
+def test_tarsum_big_member() -> None:
+    """A member larger than one read is hashed whole."""
+    assert sum_of(b"{}", make_tar(TARSUM_MEMBERS[-2])) == BIG_TARSUM
+
+
+def test_tarsum_sparse_member() -> None:
+    """A sparse member is hashed with its expanded content."""
+    assert sum_of(b"{}", make_sparse_tar("./disk.img", b"sparse")) == SPARSE_TARSUM
+
+
+def test_tarsum_ignores_member_order() -> None:
+    """Member hashes are sorted, so the archive order does not matter."""
+    forward = make_tar(*TARSUM_MEMBERS)
+    backward = make_tar(*reversed(TARSUM_MEMBERS))
+    assert forward != backward
+    assert sum_of(ID_1, forward) == sum_of(ID_1, backward) == sum_of(ID_1, forward)
+
+
+def test_tarsum_fractional_mtime() -> None:
+    """A pax mtime with a fraction hashes as its whole seconds."""
+    whole = make_tar(member("a", data=b"x", mtime=1400000000))
+    fraction = make_tar(member("a", data=b"x", mtime=1400000000.75), format=tarfile.PAX_FORMAT)
+    later = make_tar(member("a", data=b"x", mtime=1400000001))
+    assert sum_of(b"", fraction) == sum_of(b"", whole) != sum_of(b"", later)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        member("a", data=b"content", mtime=1400000001),
+        member("a", data=b"contenT", mtime=1400000000),
+        member("a", data=b"content", mtime=1400000000, mode=0o600),
+        member("a", data=b"content", mtime=1400000000, uname="root"),
+        member("b", data=b"content", mtime=1400000000),
+        member("a", tarfile.DIRTYPE, mtime=1400000000),
+    ],
+    ids=["mtime", "content", "mode", "uname", "name", "type"],
+)
+def test_tarsum_changes(changed: tuple) -> None:
+    """Any hashed field of a member, or its content, changes the sum; so does J."""
+    original = make_tar(member("a", data=b"content", mtime=1400000000))
+    assert sum_of(b"{}", make_tar(changed)) != sum_of(b"{}", original)
+    assert sum_of(b'{"a": 1}', original) != sum_of(b"{}", original)
+
+
+def test_tarsum_not_a_tar() -> None:
+    """An unreadable layer raises the same error as the file list."""
+    with pytest.raises(LayerFormatError):
+        sum_of(b"{}", b"not a tar" * 100)

@@ -1,0 +1,580 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Load the configuration (V1-API.md §10): the 0.9.1 flavored YAML file, C{_env:} values and the
+command line's overrides, validated into one frozen L{Settings}.
+
+This is the only module that reads environment variables, so a reload sees exactly what a start
+would see.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import yaml
+from twisted.logger import Logger
+
+log = Logger()
+
+SYSTEM_CONFIG_PATH = "/etc/twistreg/config.yml"
+DEFAULT_FLAVOR = "dev"
+DEFAULT_INDEX_ENDPOINT = "https://index.docker.io"
+DEFAULT_LOCAL_STORAGE_PATH = "/tmp/registry"
+DEFAULT_TOKEN_CACHE_TTL = 60.0
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# "sqlalchemy" is the 0.9.1 spelling; it means the same SQLite/PostgreSQL index.
+SEARCH_BACKENDS = ("sqlalchemy", "sqlite", "postgresql")
+SUPPORTED_STORAGE = ("local", "s3")
+
+# The settings used when no config file is found (the "built-in" column of §10.2). Every key
+# not listed here has the same built-in and "absent" value, so this mapping is simply loaded as
+# if it were a flavor.
+BUILTIN_FLAVOR: Mapping[str, Any] = MappingProxyType(
+    {
+        "issue": '"docker-registry server"',
+        "loglevel": "info",
+        "debug": False,
+        "standalone": True,
+        "search_backend": "sqlite",
+        "storage": "local",
+        "storage_path": DEFAULT_LOCAL_STORAGE_PATH,
+    }
+)
+
+# Keys twistreg accepts but does not implement, each reported once when set (§10.2). For a group
+# the dotted name is its enabling key; "cloudfront" counts as set when any of its keys is.
+IGNORED_KEYS = (
+    "privileged_key",
+    "cache.host",
+    "cache_lru.host",
+    "email_exceptions.smtp_host",
+    "bugsnag",
+    "cors.origins",
+    "boto_debug",
+    "boto_proxy",
+    "boto_proxy_port",
+    "boto_proxy_user",
+    "boto_proxy_pass",
+    "cloudfront",
+)
+
+_ENV_PREFIX = "_env:"
+
+
+class ConfigError(Exception):
+    """A startup error; C{str(e)} is the one line to print before exiting with status 1."""
+
+
+@attrs.frozen
+class ServerSettings:
+    """
+    The process model's settings (§10.3): twistreg's own C{server:} keys and their options.
+
+    @ivar listen: Twisted server endpoint strings; empty means "listen on C{port}".
+    @ivar workers: worker processes; C{None} means one per CPU, resolved by the caller, and
+        0 serves in the main process.
+    @ivar access_log: a path, or C{"-"} for stdout; C{None} for no access log.
+    """
+
+    port: int = 5000
+    listen: tuple[str, ...] = ()
+    workers: int | None = None
+    wsgi: str | None = None
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    timeout: float = 30.0
+    graceful_timeout: float = 30.0
+    pidfile: str | None = None
+    access_log: str | None = None
+
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoint strings to listen on: C{listen} wins, else all interfaces on C{port}."""
+        return self.listen if self.listen else (f"tcp:{self.port}",)
+
+
+@attrs.frozen
+class Settings:
+    """
+    Everything the registry needs from its configuration, validated once at load time.
+
+    Mappings (C{s3}, C{raw} and the mappings inside them) are read-only views, and YAML lists
+    inside them are tuples, so a loaded configuration cannot be changed by accident.
+
+    @ivar flavor: the selected flavor (reported by R1 in debug mode).
+    @ivar config_path: the absolute path of the file loaded; C{None} for the built-in defaults.
+    @ivar search_backend: C{"sqlalchemy"}, C{"sqlite"} or C{"postgresql"}; C{None} when search is
+        disabled.
+    @ivar search_database: C{sqlalchemy_index_database} (or C{search_database}); C{None} when
+        unset, in which case §9's default applies.
+    @ivar storage: C{"local"}, C{"s3"}, or the lower-cased name of an unsupported driver, which
+        L{require_supported_storage} rejects when the server starts.
+    @ivar s3: the C{s3_*} and C{boto_*} keys of the flavor, as given.
+    @ivar raw: the whole selected flavor after C{_env:} expansion (the built-in defaults when no
+        file was found).
+    """
+
+    flavor: str
+    config_path: str | None
+    issue: str | None
+    loglevel: str
+    debug: bool
+    standalone: bool
+    index_endpoint: str
+    disable_token_auth: bool
+    storage_redirect: bool
+    search_backend: str | None
+    search_database: str | None
+    registry_endpoints: str | None
+    nginx_x_accel_redirect: str | None
+    mirroring_source: str | None
+    mirroring_source_index: str | None
+    token_cache_ttl: float
+    storage: str
+    storage_path: str
+    s3: Mapping[str, Any]
+    server: ServerSettings
+    raw: Mapping[str, Any]
+
+
+_SERVER_OVERRIDES = frozenset(f"server.{field.name}" for field in attrs.fields(ServerSettings))
+_OVERRIDES = _SERVER_OVERRIDES | {"storage_path"}
+
+
+def load_settings(
+    config_file: str | None = None,
+    flavor: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    system_config_path: str | None = SYSTEM_CONFIG_PATH,
+) -> Settings:
+    """
+    Find, read and validate the configuration (§10.1), then apply the command line's values.
+
+    @param config_file: C{--config}; a relative path is relative to the working directory.
+    @param flavor: C{--flavor}.
+    @param overrides: command-line values keyed C{"storage_path"} or C{"server.<field>"}
+        (C{"server.listen"} a tuple); C{None} values and an empty listen mean "not given".
+    @param environ: the environment (default C{os.environ}): C{DOCKER_REGISTRY_CONFIG},
+        C{SETTINGS_FLAVOR} and every C{_env:} variable are read from it.
+    @param system_config_path: the file used when neither C{config_file} nor
+        C{$DOCKER_REGISTRY_CONFIG} names one, if it exists; C{None} skips it (tests).
+    @raise ConfigError: the file or a value is unusable; the message is one line.
+    @raise ValueError: C{overrides} has a key this function does not know (a programming error).
+    """
+    if environ is None:
+        environ = os.environ
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    unknown = sorted(set(given) - _OVERRIDES)
+    if unknown:
+        raise ValueError(f"unknown configuration overrides: {', '.join(unknown)}")
+    flavor = flavor or environ.get("SETTINGS_FLAVOR") or DEFAULT_FLAVOR
+
+    path = _find_config_file(config_file, environ, system_config_path)
+    if path is None:
+        section: Mapping[Any, Any] = BUILTIN_FLAVOR
+    else:
+        section = _read_flavor(path, flavor)
+    raw = _expand(section, environ, "")
+    _warn_ignored(raw)
+    return _build(raw, flavor, path, given)
+
+
+def require_supported_storage(settings: Settings) -> None:
+    """
+    Refuse a storage driver twistreg does not implement (§10.4).
+
+    Loading accepts any C{storage} so that every flavor of the stock 0.9.1 file loads; only
+    starting the server needs a driver, so the server calls this before it does.
+
+    @raise ConfigError: C{settings.storage} is neither local (or file) nor s3.
+    """
+    if settings.storage not in SUPPORTED_STORAGE:
+        raise ConfigError(
+            f"storage driver '{settings.storage}' is not supported (supported: local, file, s3)"
+        )
+
+
+# -- finding and reading the file ---------------------------------------------------------------
+
+
+def _find_config_file(
+    config_file: str | None, environ: Mapping[str, str], system_config_path: str | None
+) -> str | None:
+    """The absolute path of the file to load, or C{None} for the built-in defaults."""
+    named = config_file or environ.get("DOCKER_REGISTRY_CONFIG")
+    if named:
+        return os.path.abspath(named)
+    if system_config_path and os.path.exists(system_config_path):
+        return os.path.abspath(system_config_path)
+    return None
+
+
+def _read_flavor(path: str, flavor: str) -> Mapping[Any, Any]:
+    """The selected flavor's mapping from the file at C{path}, before C{_env:} expansion."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read config file {path}: not UTF-8 text") from e
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(e)}") from e
+    if not isinstance(document, Mapping):
+        raise ConfigError(
+            f"config file {path} must map flavor names to settings"
+            f" (its top level is {_kind(document)})"
+        )
+    if flavor not in document:
+        raise ConfigError(
+            f"The specified flavor ({flavor}) is missing in your config file ({path})"
+        )
+    section = document[flavor]
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(
+            f"flavor {flavor} in config file {path} must be a mapping, not {_kind(section)}"
+        )
+    return section
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line describing a YAML error: PyYAML's own text spans several lines."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        text = " ".join(part for part in (error.context, error.problem) if part)
+        mark = error.problem_mark
+        if mark is not None:
+            text += f" (line {mark.line + 1}, column {mark.column + 1})"
+        return text
+    return " ".join(str(error).split())
+
+
+def _kind(value: object) -> str:
+    """A short description of a YAML value's type for error messages."""
+    if value is None:
+        return "empty"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+# -- _env: expansion ----------------------------------------------------------------------------
+
+
+def _expand(value: Any, environ: Mapping[str, str], key: str) -> Any:
+    """
+    Replace every C{_env:} string at any depth, building new containers.
+
+    New containers matter: flavors merged from one anchor share the same nested objects.
+    """
+    if isinstance(value, str):
+        return _expand_env(value, environ, key) if value.startswith(_ENV_PREFIX) else value
+    if isinstance(value, Mapping):
+        return {
+            name: _expand(item, environ, f"{key}.{name}" if key else str(name))
+            for name, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_expand(item, environ, f"{key}[{index}]") for index, item in enumerate(value)]
+    return value
+
+
+def _expand_env(value: str, environ: Mapping[str, str], key: str) -> Any:
+    """
+    Resolve C{_env:NAME} or C{_env:NAME:default} (only the first two colons split) as 0.9.1 did:
+    the variable, else the default, else C{''}, parsed as YAML.
+    """
+    parts = value.split(":", 2)
+    name = parts[1]
+    default = parts[2] if len(parts) == 3 else ""
+    text = environ.get(name, default)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        # The text itself may be a secret (AWS_SECRET, SMTP_PASSWORD): name it, never show it.
+        source = f"${name}" if name in environ else f"the default of ${name}"
+        log.warn(
+            "config key {key}: {source} is not valid YAML; using it as a plain string",
+            key=key,
+            source=source,
+        )
+        return text
+
+
+# -- ignored keys -------------------------------------------------------------------------------
+
+
+def _warn_ignored(raw: Mapping[Any, Any]) -> None:
+    """Log one warning per supported-but-ignored key that is set; secrets are never logged."""
+    names = list(IGNORED_KEYS)
+    # tags_cache_ttl has a default in the stock file: it only matters when mirroring is on.
+    if _is_set(_lookup(raw, "mirroring.source")):
+        names.insert(1, "mirroring.tags_cache_ttl")
+    for name in names:
+        if _is_set(_lookup(raw, name)):
+            log.warn("config key {key} is not supported and is ignored", key=name)
+
+
+def _lookup(raw: Mapping[Any, Any], dotted: str) -> Any:
+    """The value at a dotted key path, or C{None} when any part is absent or not a mapping."""
+    value: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _is_set(value: Any) -> bool:
+    """
+    Whether a value counts as set: truthy, or a mapping with a set value.
+
+    The stock file leaves these keys null (or C{boto_debug} 0, which means "off" and is what
+    twistreg does anyway), so truthiness reports exactly what an operator turned on.
+    """
+    if isinstance(value, Mapping):
+        return any(_is_set(item) for item in value.values())
+    return bool(value)
+
+
+# -- building Settings --------------------------------------------------------------------------
+
+
+def _build(
+    raw: Mapping[Any, Any], flavor: str, path: str | None, given: Mapping[str, Any]
+) -> Settings:
+    """Validate the expanded flavor and apply the command line's values to it."""
+    mirroring = _section(raw, "mirroring")
+    storage = _storage_name(raw.get("storage"))
+    if "storage_path" in given:
+        storage_path = _text("option --storage-path", given["storage_path"])
+    else:
+        storage_path = _text("config key storage_path", raw.get("storage_path"))
+    if not storage_path:
+        storage_path = DEFAULT_LOCAL_STORAGE_PATH if storage == "local" else ""
+    ttl = raw.get("token_cache_ttl")
+    return Settings(
+        flavor=flavor,
+        config_path=path,
+        issue=_text("config key issue", raw.get("issue"), empty=""),
+        loglevel=_loglevel(raw.get("loglevel")),
+        debug=bool(raw.get("debug")),
+        standalone=bool(raw.get("standalone")),
+        index_endpoint=(
+            (_text("config key index_endpoint", raw.get("index_endpoint")) or "").rstrip("/")
+            or DEFAULT_INDEX_ENDPOINT
+        ),
+        disable_token_auth=bool(raw.get("disable_token_auth")),
+        storage_redirect=bool(raw.get("storage_redirect")),
+        search_backend=_search_backend(raw.get("search_backend")),
+        search_database=(
+            _text("config key sqlalchemy_index_database", raw.get("sqlalchemy_index_database"))
+            or _text("config key search_database", raw.get("search_database"))
+        ),
+        registry_endpoints=_registry_endpoints(raw.get("registry_endpoints")),
+        nginx_x_accel_redirect=_text(
+            "config key nginx_x_accel_redirect", raw.get("nginx_x_accel_redirect")
+        ),
+        mirroring_source=_text("config key mirroring.source", mirroring.get("source")),
+        mirroring_source_index=_text(
+            "config key mirroring.source_index", mirroring.get("source_index")
+        ),
+        token_cache_ttl=(
+            DEFAULT_TOKEN_CACHE_TTL if ttl is None else _seconds("config key token_cache_ttl", ttl)
+        ),
+        storage=storage,
+        storage_path=storage_path,
+        s3=_freeze(
+            {
+                name: value
+                for name, value in raw.items()
+                if isinstance(name, str) and name.startswith(("s3_", "boto_"))
+            }
+        ),
+        server=_server(_section(raw, "server"), given),
+        raw=_freeze(raw),
+    )
+
+
+def _server(section: Mapping[Any, Any], given: Mapping[str, Any]) -> ServerSettings:
+    """The C{server:} keys with the command line's values over them (§10.3)."""
+
+    def pick(name: str) -> tuple[Any, str]:
+        # The label names where a bad value came from, so the error message points at it.
+        if f"server.{name}" in given:
+            return given[f"server.{name}"], "option --" + name.replace("_", "-")
+        return section.get(name), f"config key server.{name}"
+
+    def number(name: str, default: int) -> int:
+        value, label = pick(name)
+        return default if value is None else _integer(label, value)
+
+    def seconds(name: str, default: float) -> float:
+        value, label = pick(name)
+        return default if value is None else _seconds(label, value)
+
+    def text(name: str) -> str | None:
+        value, label = pick(name)
+        return _text(label, value)
+
+    port, port_label = pick("port")
+    port = 5000 if port is None else _integer(port_label, port, maximum=65535)
+    # --listen, else --port, else server.listen, else server.port: a --port given on the command
+    # line must beat a server.listen from the file.
+    listen_option = given.get("server.listen")
+    if listen_option is not None and len(listen_option) > 0:
+        listen = _listen("option --listen", listen_option)
+    elif "server.port" in given:
+        listen = ()
+    else:
+        listen = _listen("config key server.listen", section.get("listen"))
+    workers, workers_label = pick("workers")
+    return ServerSettings(
+        port=port,
+        listen=listen,
+        workers=None if workers is None else _integer(workers_label, workers),
+        wsgi=text("wsgi"),
+        max_requests=number("max_requests", 0),
+        max_requests_jitter=number("max_requests_jitter", 0),
+        timeout=seconds("timeout", 30.0),
+        graceful_timeout=seconds("graceful_timeout", 30.0),
+        pidfile=text("pidfile"),
+        access_log=text("access_log"),
+    )
+
+
+def _section(raw: Mapping[Any, Any], name: str) -> Mapping[Any, Any]:
+    """A nested mapping such as C{mirroring:} or C{server:}; null or empty reads as empty."""
+    value = raw.get(name)
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config key {name} must be a mapping, not {_kind(value)}")
+    return value
+
+
+def _storage_name(value: Any) -> str:
+    """The driver name: C{file} is 0.9.1's other name for C{local}; absent means local."""
+    if value is None or value == "":
+        return "local"
+    name = str(value).strip().lower()
+    return "local" if name == "file" else name
+
+
+def _loglevel(value: Any) -> str:
+    """A level name twisted.logger knows; anything else falls back to info."""
+    if value is None:
+        return "info"
+    if isinstance(value, str) and value.strip().lower() in LOG_LEVELS:
+        return value.strip().lower()
+    # Not "level=": Logger.emit takes that argument itself.
+    log.warn("config key loglevel: unknown level {value!r}, using info", value=value)
+    return "info"
+
+
+def _search_backend(value: Any) -> str | None:
+    """The search backend, or C{None} when search is off (§9)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().lower() in SEARCH_BACKENDS:
+        return value.strip().lower()
+    log.warn(
+        "config key search_backend: unsupported backend {backend!r}, search is disabled"
+        " (supported: sqlalchemy, sqlite, postgresql)",
+        backend=value,
+    )
+    return None
+
+
+def _registry_endpoints(value: Any) -> str | None:
+    """The X-Docker-Endpoints value: a string verbatim, a list joined with commas."""
+    if isinstance(value, (list, tuple)):
+        label = "config key registry_endpoints"
+        return ",".join(_text(label, item) or "" for item in value) or None
+    return _text("config key registry_endpoints", value)
+
+
+def _text(label: str, value: Any, empty: str | None = None) -> str | None:
+    """
+    A string setting: null reads as C{None}, C{''} as C{empty}, numbers as their text.
+
+    @raise ConfigError: the value is a boolean, a list or a mapping.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value if value else empty
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{label} must be a string, not {_kind(value)}")
+
+
+def _integer(label: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int:
+    """
+    A whole number in range; text such as C{"8"} is accepted because options arrive as text.
+
+    @raise ConfigError: anything else.
+    """
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{label} must be a whole number {bounds}, not {value!r}")
+    return number
+
+
+def _seconds(label: str, value: Any) -> float:
+    """
+    A non-negative number of seconds (C{"2.5"} accepted as text).
+
+    @raise ConfigError: anything else.
+    """
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    # "not number >= 0" also rejects NaN.
+    if number is None or not number >= 0 or number == float("inf"):
+        raise ConfigError(f"{label} must be a number of seconds >= 0, not {value!r}")
+    return number
+
+
+def _listen(label: str, value: Any) -> tuple[str, ...]:
+    """Endpoint strings from a string or a list of strings; null means none."""
+    if value is None or value == "":
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(
+        isinstance(item, str) and item.strip() for item in items
+    ):
+        raise ConfigError(f"{label} must be an endpoint string or a list of them, not {value!r}")
+    return tuple(items)
+
+
+def _freeze(value: Any) -> Any:
+    """A read-only copy: mappings become mapping proxies and lists tuples, at any depth."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({name: _freeze(item) for name, item in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(item) for item in value)
+    return value

@@ -1,0 +1,316 @@
+# -*- test-case-name: tests.test_images -*-
+"""
+The image rules: json, layer, checksum, ancestry, files and diff (R3–R10).
+
+Written against L{IStorage} with plain values in and out; failures are L{RegistryError}s
+carrying the contract's messages, raised in each route's check order.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
+
+from twistreg.checksums import PayloadHasher
+from twistreg.errors import RegistryError
+from twistreg.layout import image_key, is_image_id, require_image_id
+from twistreg.registry import layerfiles
+from twistreg.registry.documents import parse_json
+from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
+
+log = Logger()
+
+#: An extension hook of R8: called with the parsed image JSON; a non-None result rejects it.
+ImageJsonHook = Callable[[dict], Optional[str]]
+
+_IN_PROGRESS = RegistryError(400, "Image is being uploaded, retry later")
+
+
+def _not_found() -> RegistryError:
+    return RegistryError(404, "Image not found")
+
+
+def parse_checksums(stored: bytes) -> list[str]:
+    """C{_checksum} is a JSON list; 0.9.1 also wrote a plain string, read as one entry."""
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return [stored.decode("utf-8", "replace")]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+class LayerUpload:
+    """
+    A layer body on its way into storage, hashed as it streams (R4).
+
+    Created by L{Images.begin_layer_upload} once the checks passed; the web layer feeds it
+    the body and calls L{commit} when the body is complete, or L{abort}.
+    """
+
+    def __init__(self, storage: IStorage, image_id: str, image_json: bytes, writer: IWriter):
+        self._storage = storage
+        self._image_id = image_id
+        self._writer = writer
+        self._hasher = PayloadHasher(image_json)
+        self.size = 0
+
+    def write(self, data: bytes) -> defer.Deferred[None] | None:
+        """Hash and store one piece of the body; a Deferred result asks for a pause."""
+        self._hasher.update(data)
+        self.size += len(data)
+        return self._writer.write(data)
+
+    async def commit(self) -> None:
+        """Publish the layer, then its C{_checksum}."""
+        await self._writer.commit()
+        checksum = self._hasher.checksum()
+        await self._storage.put_content(
+            image_key(self._image_id, "_checksum"), json.dumps([checksum]).encode()
+        )
+        log.info(
+            "stored layer {image_id} ({size} bytes, {checksum})",
+            image_id=self._image_id,
+            size=self.size,
+            checksum=checksum,
+        )
+
+    def abort(self) -> None:
+        """Forget the body: the stored layer, if any, is unchanged."""
+        self._writer.abort()
+
+
+class Images:
+    """
+    The image routes' rules over one storage.
+
+    @param reactor: runs tar parsing off the reactor thread.
+    @param json_hooks: R8's extension hooks, in order.
+    """
+
+    def __init__(
+        self,
+        storage: IStorage,
+        reactor: IReactorThreads,
+        json_hooks: tuple[ImageJsonHook, ...] = (),
+    ) -> None:
+        self._storage = storage
+        self._reactor = reactor
+        self._json_hooks = json_hooks
+
+    def _exists(self, image_id: str, name: str) -> defer.Deferred[bool]:
+        return self._storage.exists(image_key(image_id, name))
+
+    async def _require_not_in_progress(self, image_id: str) -> None:
+        if await self._exists(image_id, "_inprogress"):
+            raise _IN_PROGRESS
+
+    async def _require_readable(self, image_id: str) -> None:
+        """Check steps shared by the image GETs: the id, then the in-progress marker."""
+        require_image_id(image_id)
+        await self._require_not_in_progress(image_id)
+
+    # R6
+    async def check_json(self, image_id: str) -> None:
+        """R6 checks up to existence; the caller applies the IMS rule next."""
+        await self._require_readable(image_id)
+        if not await self._exists(image_id, "json"):
+            raise _not_found()
+
+    async def get_json(self, image_id: str) -> tuple[bytes, int | None, list[str]]:
+        """The stored json, the layer size (None without a layer) and the payload checksums."""
+        body = await self._storage.get_content(image_key(image_id, "json"))
+        try:
+            size: int | None = await self._storage.size(image_key(image_id, "layer"))
+        except KeyNotFound:
+            size = None
+        try:
+            checksums = parse_checksums(
+                await self._storage.get_content(image_key(image_id, "_checksum"))
+            )
+        except KeyNotFound:
+            checksums = []
+        return body, size, checksums
+
+    # R7
+    async def check_ancestry(self, image_id: str) -> None:
+        """R7 checks up to existence."""
+        await self._require_readable(image_id)
+        if not await self._exists(image_id, "ancestry"):
+            raise _not_found()
+
+    async def get_ancestry(self, image_id: str) -> Any:
+        """The parsed ancestry list (re-serialized by the caller)."""
+        return json.loads(await self._storage.get_content(image_key(image_id, "ancestry")))
+
+    # R3
+    async def check_layer(self, image_id: str) -> int:
+        """
+        R3 checks up to existence, the in-progress marker first (as 0.9.1).
+
+        @return: the layer size.
+        """
+        if is_image_id(image_id):
+            await self._require_not_in_progress(image_id)
+        require_image_id(image_id)
+        try:
+            return await self._storage.size(image_key(image_id, "layer"))
+        except KeyNotFound:
+            raise _not_found() from None
+
+    def stream_layer(self, image_id: str, consumer, offset: int, length: int) -> defer.Deferred:
+        """Send C{length} bytes of the layer from C{offset} to C{consumer}."""
+        return self._storage.stream(image_key(image_id, "layer"), consumer, offset, length)
+
+    # R4
+    async def begin_layer_upload(self, image_id: str) -> LayerUpload:
+        """R4 checks, then a L{LayerUpload} seeded with the stored json for the checksum."""
+        require_image_id(image_id)
+        try:
+            image_json = await self._storage.get_content(image_key(image_id, "json"))
+        except KeyNotFound:
+            raise _not_found() from None
+        if await self._exists(image_id, "layer") and not await self._exists(
+            image_id, "_inprogress"
+        ):
+            raise RegistryError(409, "Image already exists")
+        writer = await self._storage.open_writer(image_key(image_id, "layer"))
+        return LayerUpload(self._storage, image_id, image_json, writer)
+
+    # R5
+    async def put_checksum(self, image_id: str, payload_checksum: str | None) -> None:
+        """
+        R5: mark the image complete when the client's payload checksum matches ours.
+
+        @param payload_checksum: the first C{X-Docker-Checksum-Payload} value, or None.
+        """
+        require_image_id(image_id)
+        if payload_checksum is None:
+            raise RegistryError(
+                412,
+                "X-Docker-Checksum-Payload not set.  If you are using the Docker daemon, "
+                "you should upgrade to version 0.10 or later",
+            )
+        if not payload_checksum:
+            raise RegistryError(400, "Missing Image's checksum")
+        if not await self._exists(image_id, "json"):
+            raise _not_found()
+        if not await self._exists(image_id, "_inprogress"):
+            raise RegistryError(409, "Cannot set this image checksum")
+        try:
+            stored = await self._storage.get_content(image_key(image_id, "_checksum"))
+        except KeyNotFound:
+            raise RegistryError(400, "Image layer not uploaded") from None
+        if payload_checksum not in parse_checksums(stored):
+            log.info("checksum mismatch for {image_id}: {given}",
+                     image_id=image_id, given=payload_checksum)
+            raise RegistryError(400, "Checksum mismatch")
+        await self._storage.remove(image_key(image_id, "_inprogress"))
+
+    # R8
+    async def put_json(self, image_id: str, body: bytes) -> None:
+        """R8: store the image json and its ancestry; the image is in progress until R5."""
+        require_image_id(image_id)
+        data = _parse_image_json(body)
+        if "id" not in data:
+            raise RegistryError(400, "Missing key `id' in JSON")
+        if data["id"] != image_id:
+            raise RegistryError(400, "JSON data contains invalid id")
+        parent = data.get("parent")
+        if parent and not (
+            isinstance(parent, str) and is_image_id(parent) and await self._exists(parent, "json")
+        ):
+            raise RegistryError(400, "Image depends on a non existing parent")
+        if await self._exists(image_id, "json") and not await self._exists(image_id, "_inprogress"):
+            raise RegistryError(409, "Image already exists")
+        for hook in self._json_hooks:
+            refusal = hook(data)
+            if refusal is not None:
+                raise RegistryError(400, refusal)
+        ancestry = [image_id]
+        if parent:
+            try:
+                ancestry += json.loads(
+                    await self._storage.get_content(image_key(parent, "ancestry"))
+                )
+            except KeyNotFound:
+                ancestry.append(parent)
+        await self._storage.put_content(image_key(image_id, "_inprogress"), b"true")
+        await self._storage.remove(image_key(image_id, "_checksum"))
+        await self._storage.put_content(image_key(image_id, "json"), body)
+        await self._storage.put_content(
+            image_key(image_id, "ancestry"), json.dumps(ancestry).encode()
+        )
+
+    # R9, R10
+    async def check_files(self, image_id: str, cache_name: str) -> None:
+        """R9/R10 checks up to existence: the cached answer or the layer must exist."""
+        await self._require_readable(image_id)
+        if not (
+            await self._exists(image_id, cache_name) or await self._exists(image_id, "layer")
+        ):
+            raise _not_found()
+
+    async def get_files(self, image_id: str) -> bytes:
+        """R9's body: the cached C{_files}, or the layer's file list, computed and cached."""
+        try:
+            return await self._storage.get_content(image_key(image_id, "_files"))
+        except KeyNotFound:
+            pass
+        files = await self._file_list(image_id)
+        body = json.dumps(files).encode()
+        await self._storage.put_content(image_key(image_id, "_files"), body)
+        return body
+
+    async def get_diff(self, image_id: str) -> bytes:
+        """R10's body: the cached C{_diff}, or the diff against the ancestors, cached."""
+        try:
+            return await self._storage.get_content(image_key(image_id, "_diff"))
+        except KeyNotFound:
+            pass
+        own = json.loads(await self.get_files(image_id))
+        ancestry = await self.get_ancestry(image_id)
+        ancestors = []
+        for ancestor in ancestry[1:]:
+            if isinstance(ancestor, str) and is_image_id(ancestor):
+                if await self._exists(ancestor, "_files") or await self._exists(ancestor, "layer"):
+                    ancestors.append(json.loads(await self.get_files(ancestor)))
+                    continue
+            ancestors.append(None)
+        result = await threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), layerfiles.diff, own, ancestors
+        )
+        body = json.dumps(result, sort_keys=True).encode()
+        await self._storage.put_content(image_key(image_id, "_diff"), body)
+        return body
+
+    async def _file_list(self, image_id: str) -> list:
+        """Parse the layer in a thread; a non-tar layer is the contract's 400."""
+        layer = await self._storage.open_file(image_key(image_id, "layer"))
+
+        def parse() -> list:
+            with layer:
+                return layerfiles.list_files(layer)
+
+        try:
+            return await threads.deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), parse
+            )
+        except layerfiles.LayerFormatError:
+            raise RegistryError(400, "Layer format not supported") from None
+
+
+def _parse_image_json(body: bytes) -> dict:
+    """R8 step 3: a non-empty JSON object in strict UTF-8."""
+    try:
+        data = parse_json(body)
+    except ValueError:
+        raise RegistryError(400, "Invalid JSON") from None
+    if not isinstance(data, dict) or not data:
+        raise RegistryError(400, "Invalid JSON")
+    return data

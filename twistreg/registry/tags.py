@@ -1,0 +1,172 @@
+# -*- test-case-name: tests.test_tags -*-
+"""
+The repository rules: tags, tag and repository metadata, visibility, deletion (R11–R19).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import unquote_plus
+
+from twisted.internet.interfaces import IReactorTime
+
+from twistreg.errors import RegistryError
+from twistreg.layout import Repository, image_key, quote
+from twistreg.registry.documents import parse_json
+from twistreg.storage.interface import IStorage, KeyNotFound
+
+_TAG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_USER_AGENT_PAIR = re.compile(r"([^\s/]+)/([^\s/]+)")
+_TAG_PREFIX = "tag_"
+
+#: R16/R17's answer when no metadata is stored.
+DEFAULT_METADATA = {
+    "arch": "amd64",
+    "docker_go_version": None,
+    "docker_version": None,
+    "kernel": None,
+    "last_update": None,
+    "os": "linux",
+}
+
+
+def tag_metadata(user_agent: str, now: float) -> dict[str, Any]:
+    """R13's metadata: the update time and the client details of a docker User-Agent."""
+    metadata: dict[str, Any] = {"last_update": int(now)}
+    names = {"docker": "docker_version", "go": "docker_go_version"}
+    for name, value in _USER_AGENT_PAIR.findall(user_agent):
+        name = name.lower()
+        if name in names:
+            metadata[names[name]] = value
+        elif name in ("arch", "kernel", "os"):
+            metadata[name] = value
+    return metadata
+
+
+def _is_tag_value(content: bytes) -> bool:
+    """Tag files hold an id; 0.9.1's C{tag_<x>_json} metadata names look alike but hold objects."""
+    return not content.lstrip().startswith(b"{")
+
+
+class Tags:
+    """
+    The repository routes' rules over one storage.
+
+    @param clock: gives R13's C{last_update}.
+    """
+
+    def __init__(self, storage: IStorage, clock: IReactorTime) -> None:
+        self._storage = storage
+        self._clock = clock
+
+    async def _list(self, repository: Repository) -> dict[str, str]:
+        """The R11 listing: decoded tag name → image id."""
+        tags = {}
+        for name in await self._storage.list_directory(repository.directory):
+            if not name.startswith(_TAG_PREFIX):
+                continue
+            try:
+                content = await self._storage.get_content(repository.file(name))
+            except KeyNotFound:
+                continue
+            if _is_tag_value(content):
+                tags[unquote_plus(name[len(_TAG_PREFIX):])] = content.decode("utf-8", "replace")
+        return tags
+
+    async def _require_repository(self, repository: Repository) -> None:
+        if not await self._storage.list_directory(repository.directory):
+            raise RegistryError(404, "Repository not found")
+
+    # R11
+    async def list_tags(self, repository: Repository) -> dict[str, str]:
+        """R11: every tag of an existing repository."""
+        await self._require_repository(repository)
+        return await self._list(repository)
+
+    # R12
+    async def get_tag(self, repository: Repository, tag: str) -> str:
+        """R12: the image id a tag points at."""
+        try:
+            content = await self._storage.get_content(repository.tag_file(tag))
+        except KeyNotFound:
+            raise RegistryError(404, "Tag not found") from None
+        return content.decode("utf-8", "replace")
+
+    # R13
+    async def put_tag(
+        self, repository: Repository, tag: str, body: bytes, user_agent: str
+    ) -> None:
+        """R13: point C{tag} at the image named by the JSON string C{body}."""
+        if _TAG_NAME.fullmatch(tag) is None:
+            raise RegistryError(400, r"Invalid tag name (must match ^[\w][\w.-]{0,127}$)")
+        try:
+            image_id = parse_json(body)
+        except ValueError:
+            image_id = None
+        if not isinstance(image_id, str) or not image_id:
+            raise RegistryError(400, "Invalid data")
+        if not await self._storage.exists(image_key(quote(image_id), "json")):
+            raise RegistryError(404, "Image not found")
+        metadata = json.dumps(tag_metadata(user_agent, self._clock.seconds())).encode()
+        await self._storage.put_content(repository.tag_file(tag), image_id.encode("utf-8"))
+        await self._storage.put_content(repository.tag_metadata_file(tag), metadata)
+        if tag == "latest":
+            await self._storage.put_content(repository.file("json"), metadata)
+
+    # R14
+    async def delete_tag(self, repository: Repository, tag: str) -> None:
+        """R14: remove a tag and its metadata."""
+        if not await self._storage.exists(repository.tag_file(tag)):
+            raise RegistryError(404, f"Tag not found: {tag}")
+        await self._remove_tag(repository, tag)
+
+    async def _remove_tag(self, repository: Repository, tag: str) -> None:
+        await self._storage.remove(repository.tag_file(tag))
+        await self._storage.remove(repository.tag_metadata_file(tag))
+        if tag == "latest":
+            await self._storage.remove(repository.file("json"))
+
+    # R15
+    async def delete_repository(self, repository: Repository) -> None:
+        """R15: remove every tag, then the whole repository directory (images stay)."""
+        await self._require_repository(repository)
+        for tag in await self._list(repository):
+            await self._remove_tag(repository, tag)
+        await self._storage.remove_tree(repository.directory)
+
+    # R16, R17
+    async def repository_json(self, repository: Repository) -> Any | None:
+        """R16: the metadata of the last C{latest} PUT, or None."""
+        return await self._metadata(repository.file("json"))
+
+    async def tag_json(self, repository: Repository, tag: str) -> Any | None:
+        """R17: a tag's metadata, or None."""
+        return await self._metadata(repository.tag_metadata_file(tag))
+
+    async def _metadata(self, key: str) -> Any | None:
+        try:
+            return json.loads(await self._storage.get_content(key))
+        except (KeyNotFound, ValueError):
+            return None
+
+    # R18, R19
+    async def set_access(self, repository: Repository, body: bytes) -> None:
+        """R18: C{{"access": "private"}} creates the C{_private} marker, C{public} removes it."""
+        try:
+            data = parse_json(body)
+        except ValueError:
+            data = None
+        access = data.get("access") if isinstance(data, dict) else None
+        if access == "private":
+            await self._storage.put_content(repository.file("_private"), b"")
+        elif access == "public":
+            await self._storage.remove(repository.file("_private"))
+        else:
+            raise RegistryError(400, "Invalid data")
+
+    async def get_access(self, repository: Repository) -> str:
+        """R19: C{private} or C{public}."""
+        private = await self._storage.exists(repository.file("_private"))
+        return "private" if private else "public"

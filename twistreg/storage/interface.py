@@ -1,0 +1,73 @@
+"""The storage seam: what the registry's rules need from a place that keeps bytes."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class KeyNotFound(Exception):
+    """The key names nothing stored."""
+
+
+class IWriter(Interface):
+    """
+    A write in progress to one key: invisible to readers until L{commit}.
+    """
+
+    def write(data: bytes):
+        """
+        Append C{data}.
+
+        @return: L{None} when the bytes are taken, or a Deferred that fires when the writer
+            can take more (back-pressure for remote stores).
+        """
+
+    def commit():
+        """Publish the written bytes atomically under the key. @return: a Deferred."""
+
+    def abort():
+        """Forget the written bytes; the key is unchanged. Safe to call twice."""
+
+
+class IStorage(Interface):
+    """
+    A key/value store with directories, in the 0.9.1 layout.
+
+    Keys are relative C{/}-separated paths built by L{twistreg.layout}.  Every method
+    returns a Deferred; a missing key fails with L{KeyNotFound}.
+    """
+
+    name = Attribute("The driver's name, as in the C{storage} setting.")
+
+    def get_content(key: str):
+        """The whole value of a small key (json, tags, markers)."""
+
+    def put_content(key: str, data: bytes):
+        """Replace the value of C{key} atomically."""
+
+    def exists(key: str):
+        """Whether C{key} holds a value."""
+
+    def size(key: str):
+        """The size in bytes of the value of C{key}."""
+
+    def remove(key: str):
+        """Remove C{key}; a missing key is not an error."""
+
+    def remove_tree(key: str):
+        """Remove the directory C{key} and everything below it."""
+
+    def list_directory(key: str):
+        """The names of the entries of directory C{key}; empty when it does not exist."""
+
+    def open_writer(key: str):
+        """An L{IWriter} that publishes under C{key} when committed."""
+
+    def stream(key: str, consumer, offset: int, length: int):
+        """
+        Write C{length} bytes of C{key} from C{offset} to the C{IConsumer}, as fast as the
+        consumer takes them.  The Deferred fires when all is written.
+        """
+
+    def open_file(key: str):
+        """A blocking, readable binary file object for C{key}, to parse in a thread."""

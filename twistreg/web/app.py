@@ -1,0 +1,374 @@
+# -*- test-case-name: tests.test_app -*-
+"""
+The Klein app: one route per V1 endpoint.  Routes are thin: parse, call the registry's
+rules, render.  Every failure leaves through one of the error handlers at the bottom, as
+C{{"error": ...}} JSON.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any, Callable
+
+import attrs
+from klein import Klein
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import BaseConverter, RequestRedirect
+
+from twistreg.config import Settings
+from twistreg.errors import RegistryError
+from twistreg.layout import Repository, parse_repository
+from twistreg.registry.documents import parse_json
+from twistreg.registry.images import Images
+from twistreg.registry.index import Index, make_token
+from twistreg.registry.tags import DEFAULT_METADATA, Tags
+from twistreg.storage.interface import IStorage
+from twistreg.web import responses
+from twistreg.web.ranges import UNSATISFIABLE, parse_range
+
+log = Logger()
+
+
+class RepositoryConverter(BaseConverter):
+    """C{<repo:name>}: one or more segments, the shortest that lets the rest match."""
+
+    regex = r"[^/].*?"
+    part_isolating = False
+    weight = 200
+
+
+@attrs.frozen
+class Registry:
+    """What the routes serve: the settings and the registry's rules over one storage."""
+
+    settings: Settings
+    storage: IStorage
+    images: Images
+    tags: Tags
+    index: Index
+    clock: IReactorTime
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _body(request: IRequest) -> bytes:
+    return request.content.getvalue()
+
+
+def _modified_since(request: IRequest) -> bool:
+    return request.getHeader(b"If-Modified-Since") is not None
+
+
+def _ping_body(settings: Settings) -> dict[str, Any]:
+    """R1's debug body: the host, the command line and the loaded modules' versions."""
+    versions = {
+        name: module.__version__
+        for name, module in list(sys.modules.items())
+        if not name.startswith("_") and isinstance(getattr(module, "__version__", None), str)
+    }
+    versions["python"] = sys.version
+    return {"host": list(platform.uname()), "launch": sys.argv, "versions": versions}
+
+
+def build_app(registry: Registry) -> Klein:
+    """
+    A Klein app serving C{registry}; index routes are mounted in standalone mode only.
+    """
+    settings = registry.settings
+    images, tags, _index = registry.images, registry.tags, registry.index
+    app = Klein()
+    url_map = app.url_map
+    url_map.merge_slashes = False
+    url_map.converters["repo"] = RepositoryConverter
+
+    def now() -> float:
+        return registry.clock.seconds()
+
+    def route(path: str, methods: list[str]) -> Callable:
+        def register(handler: Callable) -> Callable:
+            return app.route(path, methods=methods, endpoint=f"{handler.__name__} {path}")(
+                handler
+            )
+
+        return register
+
+    # R1, R2
+    @route("/_ping", ["GET"])
+    @route("/v1/_ping", ["GET"])
+    def ping(request: IRequest) -> bytes:
+        standalone = "True" if settings.standalone else "False"
+        if settings.mirroring_source:
+            standalone = "mirror"
+        request.setHeader(b"X-Docker-Registry-Standalone", standalone.encode())
+        if not settings.debug:
+            return responses.json_body(request, {})
+        request.setHeader(b"X-Docker-Registry-Config", settings.flavor.encode())
+        return responses.json_body(request, _ping_body(settings))
+
+    @route("/", ["GET"])
+    def banner(request: IRequest) -> bytes:
+        return responses.json_body(request, settings.issue if settings.issue else True)
+
+    # R3, R4
+    @route("/v1/images/<image_id>/layer", ["GET"])
+    async def get_layer(request: IRequest, image_id: str) -> bytes:
+        size = await images.check_layer(image_id)
+        if _modified_since(request):
+            return responses.not_modified(request, now())
+        headers = request.responseHeaders
+        if settings.nginx_x_accel_redirect and settings.storage == "local":
+            responses.set_cacheable_headers(request, now(), b"application/octet-stream")
+            headers.setRawHeaders(b"Accept-Ranges", [b"bytes"])
+            headers.setRawHeaders(b"Content-Length", [b"0"])
+            target = f"{settings.nginx_x_accel_redirect}/images/{image_id}/layer"
+            headers.setRawHeaders(b"X-Accel-Redirect", [target.encode()])
+            return b""
+        span = parse_range(_header(request, b"Range"), size)
+        if span is UNSATISFIABLE:
+            request.setResponseCode(416)
+            headers.setRawHeaders(b"Content-Range", [b"bytes */%d" % size])
+            headers.setRawHeaders(b"Accept-Ranges", [b"bytes"])
+            headers.setRawHeaders(b"Content-Type", [b"application/octet-stream"])
+            headers.setRawHeaders(b"Content-Length", [b"0"])
+            return b""
+        first, last = span if span is not None else (0, size - 1)
+        responses.set_cacheable_headers(request, now(), b"application/octet-stream")
+        headers.setRawHeaders(b"Accept-Ranges", [b"bytes"])
+        headers.setRawHeaders(b"Content-Length", [b"%d" % (last - first + 1)])
+        if span is not None:
+            request.setResponseCode(206)
+            headers.setRawHeaders(b"Content-Range", [b"bytes %d-%d/%d" % (first, last, size)])
+        if request.method != b"HEAD" and last >= first:
+            await images.stream_layer(image_id, request, first, last - first + 1)
+        return b""
+
+    @route("/v1/images/<image_id>/layer", ["PUT"])
+    async def put_layer(request: IRequest, image_id: str) -> bytes:
+        await request.content.commit()
+        return responses.json_body(request, True)
+
+    # R5
+    @route("/v1/images/<image_id>/checksum", ["PUT"])
+    async def put_checksum(request: IRequest, image_id: str) -> bytes:
+        await images.put_checksum(image_id, _header(request, b"X-Docker-Checksum-Payload"))
+        return responses.json_body(request, True)
+
+    # R6, R8
+    @route("/v1/images/<image_id>/json", ["GET"])
+    async def get_image_json(request: IRequest, image_id: str) -> bytes:
+        await images.check_json(image_id)
+        if _modified_since(request):
+            return responses.not_modified(request, now())
+        body, size, checksums = await images.get_json(image_id)
+        if size is not None:
+            request.setHeader(b"X-Docker-Size", b"%d" % size)
+        if checksums:
+            request.responseHeaders.setRawHeaders(
+                b"X-Docker-Checksum-Payload", [c.encode() for c in checksums]
+            )
+        return responses.cacheable_body(request, now(), body)
+
+    @route("/v1/images/<image_id>/json", ["PUT"])
+    async def put_image_json(request: IRequest, image_id: str) -> bytes:
+        await images.put_json(image_id, _body(request))
+        return responses.json_body(request, True)
+
+    # R7
+    @route("/v1/images/<image_id>/ancestry", ["GET"])
+    async def get_ancestry(request: IRequest, image_id: str) -> bytes:
+        await images.check_ancestry(image_id)
+        if _modified_since(request):
+            return responses.not_modified(request, now())
+        ancestry = await images.get_ancestry(image_id)
+        return responses.cacheable_body(request, now(), responses.render_json(ancestry))
+
+    # R9, R10
+    @route("/v1/images/<image_id>/files", ["GET"])
+    async def get_files(request: IRequest, image_id: str) -> bytes:
+        await images.check_files(image_id, "_files")
+        if _modified_since(request):
+            return responses.not_modified(request, now())
+        return responses.cacheable_body(request, now(), await images.get_files(image_id))
+
+    @route("/v1/images/<image_id>/diff", ["GET"])
+    async def get_diff(request: IRequest, image_id: str) -> bytes:
+        await images.check_files(image_id, "_diff")
+        if _modified_since(request):
+            return responses.not_modified(request, now())
+        return responses.cacheable_body(request, now(), await images.get_diff(image_id))
+
+    # R17, R12, R13, R14
+    @route("/v1/repositories/<repo:repo>/tags/<tag>/json", ["GET"])
+    async def get_tag_json(request: IRequest, repo: str, tag: str) -> bytes:
+        metadata = await tags.tag_json(parse_repository(repo), tag)
+        return responses.json_body(request, DEFAULT_METADATA if metadata is None else metadata)
+
+    @route("/v1/repositories/<repo:repo>/tags/<tag>", ["GET"])
+    async def get_tag(request: IRequest, repo: str, tag: str) -> bytes:
+        return responses.json_body(request, await tags.get_tag(parse_repository(repo), tag))
+
+    @route("/v1/repositories/<repo:repo>/tags/<tag>", ["PUT"])
+    async def put_tag(request: IRequest, repo: str, tag: str) -> bytes:
+        user_agent = _header(request, b"User-Agent") or ""
+        await tags.put_tag(parse_repository(repo), tag, _body(request), user_agent)
+        return responses.json_body(request, True)
+
+    @route("/v1/repositories/<repo:repo>/tags/<tag>", ["DELETE"])
+    async def delete_tag(request: IRequest, repo: str, tag: str) -> bytes:
+        await tags.delete_tag(parse_repository(repo), tag)
+        return responses.json_body(request, True)
+
+    # R11, R15
+    @route("/v1/repositories/<repo:repo>/tags", ["GET"])
+    async def list_tags(request: IRequest, repo: str) -> bytes:
+        return responses.json_body(request, await tags.list_tags(parse_repository(repo)))
+
+    @route("/v1/repositories/<repo:repo>/tags", ["DELETE"])
+    @route("/v1/repositories/<repo:repo>", ["DELETE"])
+    async def delete_repository(request: IRequest, repo: str) -> bytes:
+        await tags.delete_repository(parse_repository(repo))
+        return responses.json_body(request, True)
+
+    # R16
+    @route("/v1/repositories/<repo:repo>/json", ["GET"])
+    async def repository_json(request: IRequest, repo: str) -> bytes:
+        metadata = await tags.repository_json(parse_repository(repo))
+        return responses.json_body(request, DEFAULT_METADATA if metadata is None else metadata)
+
+    # R18, R19
+    @route("/v1/repositories/<repo:repo>/properties", ["PUT"])
+    async def put_properties(request: IRequest, repo: str) -> bytes:
+        await tags.set_access(parse_repository(repo), _body(request))
+        return responses.json_body(request, True)
+
+    @route("/v1/repositories/<repo:repo>/properties", ["GET"])
+    async def get_properties(request: IRequest, repo: str) -> bytes:
+        access = await tags.get_access(parse_repository(repo))
+        return responses.json_body(request, {"access": access})
+
+    if settings.standalone:
+        _add_index_routes(route, registry)
+
+    _add_error_handlers(app)
+    return app
+
+
+def _add_index_routes(route: Callable, registry: Registry) -> None:
+    """R20–R25: the index a standalone registry emulates for docker 1.x."""
+    settings, index = registry.settings, registry.index
+
+    def token_headers(request: IRequest, repository: Repository, access: str) -> None:
+        token = make_token(repository, access).encode()
+        request.setHeader(b"X-Docker-Token", token)
+        request.setHeader(b"WWW-Authenticate", token)
+        request.setHeader(b"X-Docker-Endpoints", _endpoints(request, settings).encode())
+
+    # R22b, R23, R24
+    @route("/v1/repositories/<repo:repo>/images", ["PUT"])
+    async def put_repository_images(request: IRequest, repo: str) -> bytes:
+        repository = parse_repository(repo)
+        await index.put_images(repository, _body(request))
+        token_headers(request, repository, "write")
+        return responses.no_content(request)
+
+    @route("/v1/repositories/<repo:repo>/images", ["GET"])
+    async def get_repository_images(request: IRequest, repo: str) -> bytes:
+        repository = parse_repository(repo)
+        body = await index.get_images(repository)
+        token_headers(request, repository, "read")
+        return responses.raw_json_body(request, body)
+
+    @route("/v1/repositories/<repo:repo>/images", ["DELETE"])
+    def delete_repository_images(request: IRequest, repo: str) -> bytes:
+        token_headers(request, parse_repository(repo), "delete")
+        return responses.no_content(request)
+
+    # R25
+    @route("/v1/repositories/<repo:repo>/auth", ["PUT"])
+    def put_repository_auth(request: IRequest, repo: str) -> bytes:
+        parse_repository(repo)
+        return responses.json_body(request, "OK")
+
+    # R22a
+    @route("/v1/repositories/<repo:repo>", ["PUT"])
+    async def put_repository(request: IRequest, repo: str) -> bytes:
+        repository = parse_repository(repo)
+        await index.put_images(repository, _body(request))
+        token_headers(request, repository, "write")
+        return responses.json_body(request, "")
+
+    # R20, R21
+    @route("/v1/users", ["GET"])
+    @route("/v1/users/", ["GET"])
+    def get_users(request: IRequest) -> bytes:
+        return responses.json_body(request, "OK")
+
+    @route("/v1/users", ["POST"])
+    @route("/v1/users/", ["POST"])
+    def create_user(request: IRequest) -> bytes:
+        try:
+            parse_json(_body(request))
+        except ValueError:
+            raise RegistryError(400, "Error Decoding JSON") from None
+        return responses.json_body(request, "User Created", 201)
+
+    @route("/v1/users/<username>", ["PUT"])
+    @route("/v1/users/<username>/", ["PUT"])
+    def update_user(request: IRequest, username: str) -> bytes:
+        return responses.no_content(request)
+
+
+def _endpoints(request: IRequest, settings: Settings) -> str:
+    """C{X-Docker-Endpoints}: the configured endpoints, else the Host header, else our address."""
+    if settings.registry_endpoints:
+        return settings.registry_endpoints
+    host = request.getHeader(b"Host")
+    if host:
+        return host.decode("latin-1")
+    address = request.getHost()
+    return f"{address.host}:{address.port}"
+
+
+def _add_error_handlers(app: Klein) -> None:
+    """One error path: every failure becomes C{{"error": ...}} with the contract's status."""
+
+    @app.handle_errors(RegistryError)
+    def registry_error(request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        for name, value in error.headers.items():
+            request.setHeader(name.encode(), value.encode())
+        return responses.json_body(request, {"error": error.message}, error.status)
+
+    @app.handle_errors(NotFound, RequestRedirect)
+    def not_found(request: IRequest, failure: Failure) -> bytes:
+        return responses.json_body(request, {"error": "Not found"}, 404)
+
+    @app.handle_errors(MethodNotAllowed)
+    def method_not_allowed(request: IRequest, failure: Failure) -> bytes:
+        allowed = set(failure.value.valid_methods or ()) | {"OPTIONS"}
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode())
+        if request.method == b"OPTIONS":
+            responses.set_json_headers(request, 200, 0)
+            return b""
+        return responses.json_body(request, {"error": "Method not allowed"}, 405)
+
+    @app.handle_errors(defer.CancelledError)
+    def cancelled(request: IRequest, failure: Failure) -> None:
+        """The client went away; there is nobody to answer."""
+
+    @app.handle_errors(Exception)
+    def internal_error(request: IRequest, failure: Failure) -> bytes:
+        log.failure("unexpected error on {method} {uri}", failure,
+                    method=request.method, uri=request.uri)
+        return responses.json_body(request, {"error": "Internal server error"}, 500)

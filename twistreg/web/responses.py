@@ -1,0 +1,83 @@
+# -*- test-case-name: tests.test_responses -*-
+"""
+How answers look on the wire: JSON rendering and the header sets of the contract (§2).
+"""
+
+from __future__ import annotations
+
+import json
+from email.utils import formatdate
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+CACHE_SECONDS = 31536000
+_EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def render_json(value: Any) -> bytes:
+    """C{json.dumps(value, sort_keys=True)}: the byte form 0.9.1 produced."""
+    return json.dumps(value, sort_keys=True).encode("ascii")
+
+
+def http_date(seconds: float) -> str:
+    """RFC 1123 date in UTC, English names."""
+    return formatdate(seconds, usegmt=True)
+
+
+def set_json_headers(request: IRequest, status: int, length: int) -> None:
+    """The headers of every generated JSON answer (errors, 201, 204 included)."""
+    request.setResponseCode(status)
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"Content-Type", [b"application/json"])
+    headers.setRawHeaders(b"Cache-Control", [b"no-cache"])
+    headers.setRawHeaders(b"Pragma", [b"no-cache"])
+    headers.setRawHeaders(b"Expires", [b"-1"])
+    if status not in (204, 304):
+        headers.setRawHeaders(b"Content-Length", [str(length).encode()])
+
+
+def json_body(request: IRequest, value: Any, status: int = 200) -> bytes:
+    """Render C{value} as a JSON answer."""
+    body = render_json(value)
+    set_json_headers(request, status, len(body))
+    return body
+
+
+def raw_json_body(request: IRequest, body: bytes, status: int = 200) -> bytes:
+    """A stored JSON document sent byte for byte, with the JSON headers."""
+    set_json_headers(request, status, len(body))
+    return body
+
+
+def no_content(request: IRequest) -> bytes:
+    """204 with the JSON headers and no body."""
+    set_json_headers(request, 204, 0)
+    return b""
+
+
+def set_cacheable_headers(request: IRequest, now: float, content_type: bytes) -> None:
+    """The one-year cache headers of R3, R6, R7, R9 and R10 (no Pragma)."""
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"Content-Type", [content_type])
+    headers.setRawHeaders(b"Cache-Control", [b"public, max-age=%d" % CACHE_SECONDS])
+    headers.setRawHeaders(b"Expires", [http_date(now + CACHE_SECONDS).encode()])
+    headers.setRawHeaders(b"Last-Modified", [_EPOCH.encode()])
+
+
+def cacheable_body(request: IRequest, now: float, body: bytes) -> bytes:
+    """A 200 JSON answer with the cache headers."""
+    request.setResponseCode(200)
+    set_cacheable_headers(request, now, b"application/json")
+    request.responseHeaders.setRawHeaders(b"Content-Length", [str(len(body)).encode()])
+    return body
+
+
+def not_modified(request: IRequest, now: float) -> bytes:
+    """304 for an existing resource whose request carried C{If-Modified-Since}."""
+    request.setResponseCode(304)
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"Cache-Control", [b"public, max-age=%d" % CACHE_SECONDS])
+    headers.setRawHeaders(b"Expires", [http_date(now + CACHE_SECONDS).encode()])
+    headers.setRawHeaders(b"Last-Modified", [_EPOCH.encode()])
+    return b""

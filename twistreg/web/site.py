@@ -1,0 +1,93 @@
+# -*- test-case-name: tests.test_site -*-
+"""
+The twisted.web Site around the Klein app: streaming bodies, the access log, and the JSON
+answers for what happens before routing (over-size bodies, undecodable paths).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import IO
+
+from klein.resource import KleinResource
+from twisted.internet import defer
+from twisted.web import server
+from twisted.web.iweb import IRequest
+
+from twistreg.web import responses
+from twistreg.web.app import Registry, build_app
+from twistreg.web.body import RegistryRequest
+
+
+class RegistryResource(KleinResource):
+    """The Klein resource, with the JSON answers the contract gives before routing."""
+
+    def render(self, request: IRequest):
+        if getattr(request, "body_too_large", False):
+            return responses.json_body(request, {"error": "Request body too large"}, 413)
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+        except UnicodeDecodeError:
+            if b"/".join(request.postpath).startswith(b"v1/repositories/"):
+                return responses.json_body(request, {"error": "Invalid repository name"}, 400)
+            return responses.json_body(request, {"error": "Not found"}, 404)
+        return super().render(request)
+
+
+def registry_resource(registry: Registry) -> RegistryResource:
+    """The registry as an C{IResource}, for a Site or another application's tree."""
+    return RegistryResource(build_app(registry))
+
+
+class TimedRequest(RegistryRequest):
+    """Remembers when the request began, for the access log's duration."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.started = time.monotonic()
+
+
+class RegistrySite(server.Site):
+    """
+    A Site serving C{registry}: its requests stream layer bodies into storage, and it writes
+    one access log line per request to C{access_log} (when given).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        access_log: IO[str] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(registry_resource(registry), requestFactory=TimedRequest, **kwargs)
+        self.noisy = False
+        self._images = registry.images
+        self._access_log = access_log
+
+    def open_upload(self, image_id: str) -> defer.Deferred:
+        """Called by the request as a layer body starts: run R4's checks, open the sink."""
+        return defer.ensureDeferred(self._images.begin_layer_upload(image_id))
+
+    def log(self, request: TimedRequest) -> None:
+        if self._access_log is None:
+            return
+        self._access_log.write(access_log_line(request) + "\n")
+        self._access_log.flush()
+
+
+def _text(value: bytes | None) -> str:
+    return "-" if value is None else value.decode("latin-1").replace('"', "%22")
+
+
+def access_log_line(request: TimedRequest) -> str:
+    """One line: client, time, request, status, bytes, duration, user agent, X-Docker-Size."""
+    client = request.getClientAddress()
+    host = getattr(client, "host", "-")
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    duration = time.monotonic() - request.started
+    line = _text(request.method) + " " + _text(request.uri) + " " + _text(request.clientproto)
+    return (
+        f'{host} - - [{when}] "{line}" {request.code} {request.sentLength} {duration:.6f} '
+        f'"{_text(request.getHeader(b"User-Agent"))}" '
+        f"{_text(request.responseHeaders.getRawHeaders(b'X-Docker-Size', [None])[0])}"
+    )
