@@ -25,7 +25,7 @@ from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
 log = Logger()
 
 TEMP_PREFIX = ".tmp-"
-_CHUNK = 256 * 1024
+_CHUNK = 1024 * 1024
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)
 
 
