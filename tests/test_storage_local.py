@@ -1,0 +1,111 @@
+"""The local driver: atomic writes, 0.9.1 permissions, streaming reads, the temp sweep."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
+from twistreg.storage.local import LocalStorage
+
+
+class Consumer(StringTransport):
+    """A consumer that pulls from a registered pull producer until it is told to stop."""
+
+    def pump(self) -> None:
+        while self.producer is not None:
+            self.producer.resumeProducing()
+
+
+class LocalStorageTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = self.mktemp()
+        os.makedirs(self.root)
+        self.storage = LocalStorage(self.root)
+
+    def test_interfaces(self) -> None:
+        verifyObject(IStorage, self.storage)
+        verifyObject(IWriter, self.successResultOf(self.storage.open_writer("images/a/layer")))
+
+    def test_content_round_trip(self) -> None:
+        self.successResultOf(self.storage.put_content("repositories/foo/bar/tag_x", b"id"))
+        self.assertEqual(
+            self.successResultOf(self.storage.get_content("repositories/foo/bar/tag_x")), b"id")
+        self.assertTrue(self.successResultOf(self.storage.exists("repositories/foo/bar/tag_x")))
+        self.assertEqual(
+            self.successResultOf(self.storage.list_directory("repositories/foo/bar")), ["tag_x"])
+        self.assertEqual(self.successResultOf(self.storage.size("repositories/foo/bar/tag_x")), 2)
+
+    def test_missing_keys(self) -> None:
+        self.failureResultOf(self.storage.get_content("images/a/json"), KeyNotFound)
+        self.failureResultOf(self.storage.size("images/a/json"), KeyNotFound)
+        self.assertFalse(self.successResultOf(self.storage.exists("images/a/json")))
+        self.assertEqual(self.successResultOf(self.storage.list_directory("images/a")), [])
+        self.successResultOf(self.storage.remove("images/a/json"))
+
+    def test_too_long_name_is_missing(self) -> None:
+        key = "repositories/foo/bar/tag_" + "x" * 300
+        self.failureResultOf(self.storage.get_content(key), KeyNotFound)
+        self.assertFalse(self.successResultOf(self.storage.exists(key)))
+
+    def test_keys_cannot_leave_the_root(self) -> None:
+        with pytest.raises(ValueError):
+            self.storage.exists("../outside")
+
+    def test_permissions_follow_umask(self) -> None:
+        old = os.umask(0o022)
+        try:
+            self.successResultOf(self.storage.put_content("images/a/json", b"{}"))
+        finally:
+            os.umask(old)
+        mode = stat.S_IMODE(os.stat(os.path.join(self.root, "images/a/json")).st_mode)
+        self.assertEqual(mode, 0o644)
+
+    def test_writer_is_invisible_until_commit(self) -> None:
+        self.successResultOf(self.storage.put_content("images/a/layer", b"old"))
+        writer = self.successResultOf(self.storage.open_writer("images/a/layer"))
+        writer.write(b"new bytes")
+        self.assertEqual(self.successResultOf(self.storage.get_content("images/a/layer")), b"old")
+        self.successResultOf(writer.commit())
+        self.assertEqual(
+            self.successResultOf(self.storage.get_content("images/a/layer")), b"new bytes")
+        self.assertEqual(os.listdir(os.path.join(self.root, "images/a")), ["layer"])
+
+    def test_aborted_writer_leaves_nothing(self) -> None:
+        writer = self.successResultOf(self.storage.open_writer("images/a/layer"))
+        writer.write(b"partial")
+        writer.abort()
+        writer.abort()
+        self.assertEqual(os.listdir(os.path.join(self.root, "images/a")), [])
+
+    def test_stream_range(self) -> None:
+        data = bytes(range(256)) * 10000
+        self.successResultOf(self.storage.put_content("images/a/layer", data))
+        consumer = Consumer()
+        done = self.storage.stream("images/a/layer", consumer, 1000, 2000000)
+        consumer.pump()
+        self.successResultOf(done)
+        self.assertEqual(consumer.value(), data[1000:2001000])
+
+    def test_stream_stopped_by_consumer(self) -> None:
+        self.successResultOf(self.storage.put_content("images/a/layer", b"x" * 5000000))
+        consumer = Consumer()
+        done = self.storage.stream("images/a/layer", consumer, 0, 5000000)
+        consumer.producer.resumeProducing()
+        consumer.producer.stopProducing()
+        self.failureResultOf(done)
+
+    def test_sweep_removes_only_dead_owners(self) -> None:
+        directory = os.path.join(self.root, "images", "a")
+        os.makedirs(directory)
+        dead = os.path.join(directory, ".tmp-999999999-ab-layer")
+        alive = os.path.join(directory, f".tmp-{os.getpid()}-ab-layer")
+        for path in (dead, alive):
+            open(path, "wb").close()
+        self.assertEqual(self.storage.sweep_temporary(), 1)
+        self.assertEqual(sorted(os.listdir(directory)), [os.path.basename(alive)])
