@@ -40,8 +40,12 @@ class Server:
     @ivar output: every line it printed so far.
     """
 
-    def __init__(self, tmp: Path, storage: Path, *args: str, env: dict | None = None):
+    def __init__(
+        self, tmp: Path, storage: Path, *args: str, env: dict | None = None,
+        listen: tuple[str, ...] = ("--listen", "tcp:0:interface=127.0.0.1"),
+    ):
         self.storage = storage
+        self._listen = listen
         self.output: list[str] = []
         self.port = 0
         self._tmp = tmp
@@ -50,14 +54,14 @@ class Server:
         self._process: subprocess.Popen | None = None
         self._ready = threading.Event()
 
-    def start(self, timeout: float = 30) -> Server:
+    def start(self, timeout: float = 30, wait: bool = True) -> Server:
         env = dict(os.environ, PYTHONPATH=plugin_path(self._tmp), PYTHONUNBUFFERED="1")
         env.pop("DOCKER_REGISTRY_CONFIG", None)
         env.pop("SETTINGS_FLAVOR", None)
         env.update(self._env)
         command = [
-            sys.executable, "-m", "twisted", "--log-format", "text", "twistreg",
-            "--listen", "tcp:0:interface=127.0.0.1",
+            sys.executable, "-m", "twisted", "twistreg",
+            *self._listen,
             "--storage-path", str(self.storage),
             "--workers", "0",
             *self._args,
@@ -67,7 +71,7 @@ class Server:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(timeout):
+        if wait and not self._ready.wait(timeout):
             self.stop()
             raise AssertionError("server did not start:\n" + "".join(self.output))
         return self
@@ -80,6 +84,13 @@ class Server:
             if match and not self._ready.is_set():
                 self.port = int(match.group(1))
                 self._ready.set()
+
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the server to exit on its own; its exit status."""
+        assert self._process is not None
+        status = self._process.wait(timeout)
+        time.sleep(0.1)  # let the reader thread take the last lines
+        return status
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop the server and return its exit status."""

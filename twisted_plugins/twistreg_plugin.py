@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from twisted.application.service import IServiceMaker
+from twisted.application.service import IServiceMaker, MultiService
 from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
@@ -48,18 +48,29 @@ class Options(usage.Options):
         }
 
 
-def _use_line_logs(options: Options) -> None:
+def _given(option: str) -> bool:
+    """Whether C{twist} itself was given C{option} on the command line."""
+    return any(arg.startswith(option) for arg in sys.argv)
+
+
+def _configure_logs(options: Options, loglevel: str) -> None:
     """
-    Readable logs off a terminal: C{twist} writes JSON text sequences there unless told
-    otherwise, so choose one line per event when C{--log-format} was not given.
+    Readable logs at the configured level: off a terminal C{twist} writes JSON text
+    sequences, so choose one line per event unless C{--log-format} was given, and take the
+    config's C{loglevel} unless C{--log-level} was.
     """
+    from twisted.logger import LogLevel
+
     from twistreg.logs import line_log_observer
 
     parent = options.parent
-    if parent is None or any(arg.startswith("--log-format") for arg in sys.argv):
+    if parent is None:
         return
-    parent["fileLogObserverFactory"] = line_log_observer
-    parent["logFormat"] = "text"
+    if not _given("--log-format"):
+        parent["fileLogObserverFactory"] = line_log_observer
+        parent["logFormat"] = "text"
+    if not _given("--log-level"):
+        parent["logLevel"] = LogLevel.levelWithName({"warning": "warn"}.get(loglevel, loglevel))
 
 
 @implementer(IServiceMaker, IPlugin)
@@ -77,20 +88,34 @@ class RegistryServiceMaker:
         from twistreg.config import ConfigError, load_settings
         from twistreg.service import RegistryService
 
-        _use_line_logs(options)
         try:
             settings = load_settings(options["config"], options["flavor"], options.overrides())
             registry_service = RegistryService(settings, reactor)
         except ConfigError as error:
-            sys.stderr.write(f"twistreg: {error}\n")
-            raise SystemExit(1) from None
+            raise SystemExit(f"twistreg: {error}") from None
+        _configure_logs(options, settings.loglevel)
         if settings.server.workers:
             Logger().warn(
                 "--workers {workers}: the process pool is not available yet; "
                 "serving in this process",
                 workers=settings.server.workers,
             )
-        return registry_service
+        parent = _ExitOnStartError()
+        registry_service.setServiceParent(parent)
+        return parent
+
+
+class _ExitOnStartError(MultiService):
+    """
+    Ends C{twist} with one line and status 1, not a traceback, when the registry cannot
+    start (a port in use, a certificate that cannot be read).
+    """
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except Exception as error:
+            raise SystemExit(f"twistreg: cannot start: {error}") from None
 
 
 serviceMaker = RegistryServiceMaker()

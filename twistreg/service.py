@@ -12,10 +12,11 @@ from typing import IO
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from twistreg.config import Settings, require_supported_storage
+from twistreg.config import ConfigError, Settings, require_supported_storage
 from twistreg.registry.images import Images
 from twistreg.registry.index import Index
 from twistreg.registry.tags import Tags
@@ -71,30 +72,32 @@ class RegistryService(service.Service):
             self.registry, open_access_log(settings.server.access_log), reactor=reactor
         )
         self.ports: list[IListeningPort] = []
+        self._endpoints = [parse_endpoint(reactor, d) for d in settings.server.endpoints()]
 
-    def startService(self) -> defer.Deferred:
+    def startService(self) -> None:
         """
         Listen on every endpoint, then sweep what crashed uploads left behind.
 
-        @return: a Deferred that fails when an endpoint cannot listen.
+        @raise Exception: why an endpoint cannot listen (TCP, UNIX and TLS endpoints listen
+            at once, so this is raised here and no port stays open).
         """
         super().startService()
-        listening = [
-            serverFromString(self._reactor, description).listen(self.site)
-            for description in self.settings.server.endpoints()
-        ]
+        failures: list[Failure] = []
+        for endpoint in self._endpoints:
+            endpoint.listen(self.site).addCallbacks(self._listening, failures.append)
+        if failures:
+            self.stopService()
+            failures[0].raiseException()
         self._sweep()
-        return defer.gatherResults(listening, consumeErrors=True).addCallback(self._listening)
 
-    def _listening(self, ports: list[IListeningPort]) -> None:
-        self.ports = ports
-        for port in ports:
-            log.info(
-                "twistreg serving {storage} storage {path} on {address}",
-                storage=self.settings.storage,
-                path=self.settings.storage_path,
-                address=describe_address(port.getHost()),
-            )
+    def _listening(self, port: IListeningPort) -> None:
+        self.ports.append(port)
+        log.info(
+            "twistreg serving {storage} storage {path} on {address}",
+            storage=self.settings.storage,
+            path=self.settings.storage_path,
+            address=describe_address(port.getHost()),
+        )
 
     def _sweep(self) -> None:
         storage = self.registry.storage
@@ -109,9 +112,18 @@ class RegistryService(service.Service):
 
     def stopService(self) -> defer.Deferred:
         """Stop listening; in-flight requests are left to finish."""
-        super().stopService()
+        if self.running:
+            super().stopService()
         ports, self.ports = self.ports, []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+
+def parse_endpoint(reactor, description: str) -> IStreamServerEndpoint:
+    """A server endpoint from its string, or the one-line configuration error."""
+    try:
+        return serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"invalid listen endpoint {description!r}: {error}") from None
 
 
 def describe_address(address) -> str:
@@ -119,4 +131,5 @@ def describe_address(address) -> str:
     host = getattr(address, "host", None)
     if host is not None:
         return f"{host}:{address.port}"
-    return str(getattr(address, "name", address))
+    name = getattr(address, "name", address)
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)

@@ -189,6 +189,12 @@ class RegistryRequest(server.Request):
             return None
         return match.group(1).decode("utf-8", "replace")
 
+    def getRequestHostname(self) -> bytes:
+        """The Host header's name; UNIX sockets have no address to fall back on."""
+        if self.getHeader(b"Host") is None and not hasattr(self.getHost(), "host"):
+            return b"localhost"
+        return super().getRequestHostname()
+
     @property
     def body_too_large(self) -> bool:
         """Whether a capped body went over L{BODY_LIMIT}."""

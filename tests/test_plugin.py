@@ -1,0 +1,136 @@
+"""C{twist twistreg} as an operator runs it: options, listeners, logs and start-up errors."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.server import Server, plugin_path
+
+
+def test_help_lists_the_options(tmp_path):
+    env = {"PYTHONPATH": plugin_path(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "twisted", "twistreg", "--help"], env=env,
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0
+    for option in ("--port", "--listen", "--config", "--flavor", "--storage-path",
+                   "--workers", "--access-log"):
+        assert option in out.stdout
+
+
+def test_logs_are_lines_and_access_log(tmp_path, storage):
+    """Off a terminal the log is one readable line per event; the access log has its fields."""
+    access = tmp_path / "access.log"
+    running = Server(tmp_path, storage, "--access-log", str(access)).start()
+    try:
+        r = running.request("GET", "/v1/images/" + "a" * 64 + "/json",
+                            headers={"User-Agent": "docker/1.5.0"})
+        assert r.status == 404
+    finally:
+        assert running.stop() in (0, -15)  # twist re-raises the signal it stopped on
+    output = "".join(running.output)
+    assert "\x1e" not in output and not output.lstrip().startswith("{")
+    assert "twistreg serving local storage" in output
+    line = access.read_text()
+    assert f'"GET /v1/images/{"a" * 64}/json HTTP/1.1" 404 28 ' in line
+    assert line.rstrip().endswith('"docker/1.5.0" -')
+
+
+def test_unix_socket_and_second_listener(tmp_path, storage):
+    sock_path = tmp_path / "registry.sock"
+    running = Server(tmp_path, storage, "--listen", f"unix:{sock_path}",
+                     listen=("--listen", "tcp:0:interface=127.0.0.1")).start()
+    try:
+        assert running.request("GET", "/v1/_ping").status == 200
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(str(sock_path))
+        client.sendall(b"GET /v1/_ping HTTP/1.0\r\n\r\n")
+        answer = b""
+        while data := client.recv(65536):
+            answer += data
+        assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"{}")
+    finally:
+        running.stop()
+
+
+def test_tls_listener(tmp_path, storage):
+    pytest.importorskip("OpenSSL")
+    from tests.tls import make_certificate
+
+    key, cert = make_certificate(tmp_path)
+    running = Server(tmp_path, storage,
+                     listen=("--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}"
+                             f":certKey={cert}"))
+    running.start()
+    try:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        connection = http.client.HTTPSConnection("127.0.0.1", running.port, context=context,
+                                                 timeout=30)
+        connection.request("GET", "/v1/_ping")
+        assert connection.getresponse().status == 200
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("dev:\n  storage: gcs\n",
+         "storage driver 'gcs' is not supported (supported: local, file, s3)"),
+        ("prod:\n  storage: local\n",
+         "The specified flavor (dev) is missing in your config file"),
+        (None, "config.yml"),
+    ],
+)
+def test_config_errors_exit_1_with_one_line(tmp_path, storage, config, message):
+    path = tmp_path / "config.yml"
+    if config is not None:
+        path.write_text(config)
+    running = Server(tmp_path, storage, "--config", str(path)).start(wait=False)
+    assert running.wait() == 1
+    output = "".join(running.output)
+    assert message in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1
+
+
+def test_port_in_use_exits_1(tmp_path, storage):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    running = Server(tmp_path, storage,
+                     listen=("--listen", f"tcp:{port}:interface=127.0.0.1")).start(wait=False)
+    try:
+        assert running.wait() == 1
+    finally:
+        busy.close()
+    output = "".join(running.output)
+    assert "twistreg: cannot start:" in output and "Traceback" not in output
+
+
+def test_config_file_and_flavor(tmp_path, storage):
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "common: &common\n  issue: '\"hello\"'\n  storage_path: /nonexistent\n"
+        "prod:\n  <<: *common\n  debug: _env:DEBUG:false\n"
+    )
+    running = Server(tmp_path, storage, "--config", str(path), "--flavor", "prod",
+                     env={"DEBUG": "true"}).start()
+    try:
+        assert running.request("GET", "/").body == json.dumps('"hello"').encode()
+        r = running.request("GET", "/v1/_ping")
+        assert r.headers["X-Docker-Registry-Config"] == "prod"
+        assert set(r.json()) == {"host", "launch", "versions"}
+        image = "c" * 64
+        running.request("PUT", f"/v1/images/{image}/json", json.dumps({"id": image}).encode())
+        assert (storage / "images" / image / "json").exists()  # --storage-path wins
+    finally:
+        running.stop()
