@@ -8,16 +8,18 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.tempdirs import TemporaryDirectories
+
 from twistreg.config import load_settings
 from twistreg.service import build_registry
 from twistreg.web.site import registry_resource
 
 
-class AppTests(SynchronousTestCase):
+class AppTests(TemporaryDirectories, SynchronousTestCase):
     def client(self, **overrides) -> StubTreq:
         settings = load_settings(
             system_config_path=None, environ={},
-            overrides={"storage_path": self.mktemp(), **overrides},
+            overrides={"storage_path": self.temporary_directory(), **overrides},
         )
         clock = Clock()
         clock.advance(1795757723)
@@ -55,11 +57,11 @@ class AppTests(SynchronousTestCase):
     def test_index_routes_need_standalone(self) -> None:
         response, _ = self.fetch(self.client(), "GET", "/v1/users")
         self.assertEqual(response.code, 200)
-        path = self.mktemp()
+        path = self.temporary_directory() + "/config.yml"
         with open(path, "w") as f:
             f.write("dev:\n  standalone: false\n")
         settings = load_settings(path, system_config_path=None, environ={},
-                                 overrides={"storage_path": self.mktemp()})
+                                 overrides={"storage_path": self.temporary_directory()})
         stub = StubTreq(registry_resource(build_registry(settings, Clock())))
         response, _ = self.fetch(stub, "GET", "/v1/users")
         self.assertEqual(response.code, 404)

@@ -8,6 +8,8 @@ import stat
 import pytest
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+
+from tests.tempdirs import TemporaryDirectories
 from zope.interface.verify import verifyObject
 
 from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
@@ -22,10 +24,9 @@ class Consumer(StringTransport):
             self.producer.resumeProducing()
 
 
-class LocalStorageTests(SynchronousTestCase):
+class LocalStorageTests(TemporaryDirectories, SynchronousTestCase):
     def setUp(self) -> None:
-        self.root = self.mktemp()
-        os.makedirs(self.root)
+        self.root = self.temporary_directory()
         self.storage = LocalStorage(self.root)
 
     def test_interfaces(self) -> None:
