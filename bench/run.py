@@ -37,10 +37,7 @@ RATIO_TARGET = 0.5
 
 DEFAULT_SEED_REGISTRY = Path(__file__).resolve().parents[2] / "shared" / "tools" / "seed-registry"
 
-# Fixed ids, so the expected payload checksums are computed once while the layer file is made.
 SMALL_ID = hashlib.sha256(b"twistreg-bench small").hexdigest()
-CHUNKED_ID = hashlib.sha256(b"twistreg-bench chunked").hexdigest()
-SIZED_ID = hashlib.sha256(b"twistreg-bench sized").hexdigest()
 SMALL_LAYER = bytes(range(256)) * 4
 
 ENDPOINTS = (
@@ -48,6 +45,8 @@ ENDPOINTS = (
     ("GET /v1/images/<id>/json", f"/v1/images/{SMALL_ID}/json"),
 )
 TRANSFERS = ("PUT layer chunked", "PUT layer sized", "GET layer")
+# How each PUT frames its body: chunked as docker sends it, or with Content-Length.
+FRAMINGS = {"PUT layer chunked": ["-H", "Transfer-Encoding: chunked"], "PUT layer sized": []}
 
 # wrk prints its human summary first; this adds one machine-readable line at the end.
 WRK_REPORT_LUA = """
@@ -80,12 +79,30 @@ class HttpPoint:
 
 @dataclasses.dataclass
 class Transfer:
-    """One layer transfer; cpu_s and peak_rss_mib are the server tree's, not curl's."""
+    """Layer transfers: the median run, every run's MB/s, and the highest RSS of all.
+
+    cpu_s and peak_rss_mib are the server tree's, not curl's.
+    """
 
     mbps: float
     seconds: float
     cpu_s: float
     peak_rss_mib: float
+    mbps_runs: list[float]
+
+
+def summarize(runs: list[Transfer]) -> Transfer:
+    """One figure per transfer kind: on this VM a write into never-touched memory can run at a
+    third of the speed of the next one, so a single run says little."""
+    middle = sorted(runs, key=lambda t: t.mbps)[len(runs) // 2]
+    mbps_runs = [m for t in runs for m in t.mbps_runs]
+    peak = max(t.peak_rss_mib for t in runs)
+    return Transfer(middle.mbps, middle.seconds, middle.cpu_s, peak, mbps_runs)
+
+
+def median(values: list[float]) -> float:
+    """The upper middle value: the same pick summarize makes for transfers."""
+    return sorted(values)[len(values) // 2]
 
 
 @dataclasses.dataclass
@@ -102,12 +119,30 @@ class ServerResult:
 
 
 @dataclasses.dataclass
+class Plan:
+    """What every server is measured with; made once, before the first server starts."""
+
+    workdir: Path
+    layer: Path
+    layer_size: int
+    duration: int
+    ids: dict[str, list[str]]  # per PUT kind, one fresh image id per run
+    checksums: dict[str, str]  # image id -> payload checksum of the layer under that id
+    base_runs: dict[str, list[float]]  # dd and cat MB/s of each run
+
+    @property
+    def base(self) -> dict[str, float]:
+        return {k: median(v) for k, v in self.base_runs.items()}
+
+
+@dataclasses.dataclass
 class Server:
     """A running server. All its processes share the session whose leader is `session`."""
 
     name: str
     port: int
     session: int
+    storage: Path
     log: Path
     stop_command: list[str] | None = None
     popen: subprocess.Popen[bytes] | None = None
@@ -223,10 +258,12 @@ def expect_ok(port: int, method: str, path: str, body: bytes | None = None, **he
 
 
 def image_json(image_id: str) -> bytes:
+    """The smallest valid image JSON (R8); its exact bytes enter the payload checksum."""
     return json.dumps({"id": image_id}).encode()
 
 
 def put_image_json(port: int, image_id: str) -> None:
+    """R8 first: a layer PUT for an image without json is a 404."""
     expect_ok(
         port,
         "PUT",
@@ -258,6 +295,7 @@ def filesystem_of(path: Path) -> str:
 
 
 def tail(path: Path, lines: int = 15) -> str:
+    """The end of a server log, to say why it did not start."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -267,10 +305,21 @@ def tail(path: Path, lines: int = 15) -> str:
 # --- baselines ---------------------------------------------------------------------------------
 
 
-def make_layer(path: Path, size: int) -> dict[str, str]:
+def layer_ids(repeat: int) -> dict[str, list[str]]:
+    """Fresh image ids for each PUT (a completed image cannot be pushed again), fixed so that
+    their payload checksums are computed once, while the layer file is written."""
+    return {
+        name: [
+            hashlib.sha256(f"twistreg-bench {name} {i}".encode()).hexdigest() for i in range(repeat)
+        ]
+        for name in FRAMINGS
+    }
+
+
+def make_layer(path: Path, size: int, image_ids: list[str]) -> dict[str, str]:
     """Write the layer to PUT and return the payload checksum each large image will need."""
     block = os.urandom(MIB)
-    hashers = {image_id: payload_hasher(image_id) for image_id in (CHUNKED_ID, SIZED_ID)}
+    hashers = {image_id: payload_hasher(image_id) for image_id in image_ids}
     with open(path, "wb") as f:
         for _ in range(size // MIB):
             f.write(block)
@@ -288,14 +337,18 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def baselines(workdir: Path, layer: Path, size: int) -> dict[str, float]:
-    """MB/s of plain dd (no fsync, like the servers) and cat of the warm layer file."""
+def baselines(workdir: Path, layer: Path, size: int, repeat: int) -> dict[str, list[float]]:
+    """MB/s of each run of plain dd (no fsync, like the servers) and of cat of the warm layer."""
     target = workdir / "dd.bin"
-    os.sync()
-    dd_s = timed(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size // MIB}"])
-    target.unlink()
-    cat_s = timed(["cat", str(layer)])
-    return {"dd_write_mbps": size / dd_s / 1e6, "cat_read_mbps": size / cat_s / 1e6}
+    runs: dict[str, list[float]] = {"dd_write_mbps": [], "cat_read_mbps": []}
+    for _ in range(repeat):
+        os.sync()
+        dd_s = timed(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size // MIB}"])
+        target.unlink()
+        runs["dd_write_mbps"].append(size / dd_s / 1e6)
+    for _ in range(repeat):
+        runs["cat_read_mbps"].append(size / timed(["cat", str(layer)]) / 1e6)
+    return runs
 
 
 # --- servers -----------------------------------------------------------------------------------
@@ -324,6 +377,7 @@ def check_twistreg_installed(workdir: Path) -> str | None:
 
 
 def wait_ready(server: Server) -> None:
+    """Poll GET /v1/_ping: listening is not enough, the app must answer."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.popen is not None and server.popen.poll() is not None:
@@ -350,6 +404,7 @@ def registry_config(storage: Path) -> str:
 
 
 def _serving(workers: int) -> str:
+    """Number agreement for the process lines of the report."""
     return "1 worker serves" if workers == 1 else f"{workers} workers serve"
 
 
@@ -364,6 +419,7 @@ def twistreg_processes(workers: int) -> str:
 
 
 def reference_processes(workers: int) -> str:
+    """gunicorn's master never serves, so N workers are N serving processes plus one."""
     return (
         f"docker-registry 0.9.1, gunicorn -k gevent -w {workers}: {_serving(workers)},"
         " plus the gunicorn master"
@@ -371,6 +427,8 @@ def reference_processes(workers: int) -> str:
 
 
 def start_twistreg(workdir: Path, workers: int) -> Server:
+    """Run the installed twistreg in a session of its own, so its whole tree can be measured
+    and stopped."""
     storage = workdir / "twistreg" / "storage"
     storage.mkdir(parents=True)
     config = storage.with_suffix(".yml")
@@ -402,7 +460,7 @@ def start_twistreg(workdir: Path, workers: int) -> Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server("twistreg", port, popen.pid, log, popen=popen)
+    server = Server("twistreg", port, popen.pid, storage, log, popen=popen)
     try:
         wait_ready(server)
     except BenchError:
@@ -412,6 +470,7 @@ def start_twistreg(workdir: Path, workers: int) -> Server:
 
 
 def start_reference(workdir: Path, workers: int, seed: Path) -> Server:
+    """Install (once) and start 0.9.1 through seed-registry, which setsid's it and waits for it."""
     if not os.access(seed, os.X_OK):
         raise BenchError(f"{seed} not found (pass --seed-registry)")
     install = subprocess.run([str(seed), "install"], capture_output=True, text=True, timeout=900)
@@ -442,6 +501,7 @@ def start_reference(workdir: Path, workers: int, seed: Path) -> Server:
         "reference",
         port,
         pid,
+        storage,
         storage.with_suffix(".log"),
         stop_command=[str(seed), "stop", str(pid)],
     )
@@ -538,52 +598,47 @@ def curl_transfer(server: Server, curl_args: list[str], size: int, direction: st
         raise BenchError(
             f"{direction} layer answered {status} ({uploaded} bytes up, {downloaded} down)"
         )
-    return Transfer(size / float(seconds) / 1e6, float(seconds), cpu, rss.peak / MIB)
+    mbps = size / float(seconds) / 1e6
+    return Transfer(mbps, float(seconds), cpu, rss.peak / MIB, [mbps])
 
 
-def measure_layers(
-    server: Server, layer: Path, size: int, checksums: dict[str, str], workdir: Path
-) -> dict[str, Transfer]:
-    """Push two images as docker does (json, layer, checksum), one per body framing, pull one."""
+def measure_layers(server: Server, plan: Plan) -> dict[str, Transfer]:
+    """Push images as docker does (json, layer, checksum) with each body framing, then pull one
+    of them as many times."""
     base = f"http://127.0.0.1:{server.port}/v1/images"
-    answer = workdir / "answer.txt"
+    pulled = plan.ids["PUT layer sized"]
     results = {}
-    for name, image_id, framing in (
-        ("PUT layer chunked", CHUNKED_ID, ["-H", "Transfer-Encoding: chunked"]),
-        ("PUT layer sized", SIZED_ID, []),
-    ):
-        put_image_json(server.port, image_id)
-        args = [
-            "-X",
-            "PUT",
-            "-T",
-            str(layer),
-            "-H",
-            "Expect:",
-            "-H",
-            "Content-Type: application/octet-stream",
-            *framing,
-            "-o",
-            str(answer),
-            f"{base}/{image_id}/layer",
-        ]
-        results[name] = curl_transfer(server, args, size, "PUT")
-        put_checksum(server.port, image_id, checksums[image_id])
-    results["GET layer"] = curl_transfer(
-        server, ["-o", os.devnull, f"{base}/{SIZED_ID}/layer"], size, "GET"
-    )
+    for name, framing in FRAMINGS.items():
+        runs = []
+        for image_id in plan.ids[name]:
+            put_image_json(server.port, image_id)
+            args = [
+                "-X",
+                "PUT",
+                "-T",
+                str(plan.layer),
+                "-H",
+                "Expect:",
+                "-H",
+                "Content-Type: application/octet-stream",
+                *framing,
+                "-o",
+                os.devnull,
+                f"{base}/{image_id}/layer",
+            ]
+            runs.append(curl_transfer(server, args, plan.layer_size, "PUT"))
+            put_checksum(server.port, image_id, plan.checksums[image_id])
+            if image_id != pulled[0]:
+                # as dd's file is: the next write reuses this memory instead of fresh pages
+                shutil.rmtree(server.storage / "images" / image_id)
+        results[name] = summarize(runs)
+    url = f"{base}/{pulled[0]}/layer"
+    runs = [curl_transfer(server, ["-o", os.devnull, url], plan.layer_size, "GET") for _ in pulled]
+    results["GET layer"] = summarize(runs)
     return results
 
 
-def bench_server(
-    result: ServerResult,
-    start: Callable[[], Server],
-    args: argparse.Namespace,
-    workdir: Path,
-    layer: Path,
-    checksums: dict[str, str],
-    base: dict[str, float],
-) -> None:
+def bench_server(result: ServerResult, start: Callable[[], Server], plan: Plan) -> None:
     """Fill `result`, or set its reason when the server cannot be started or a step fails."""
     try:
         server = start()
@@ -594,16 +649,16 @@ def bench_server(
             small = payload_hasher(SMALL_ID)
             small.update(SMALL_LAYER)
             put_checksum(server.port, SMALL_ID, "sha256:" + small.hexdigest())
-            result.http = measure_http(server, args.duration, workdir / "report.lua")
-            result.transfers = measure_layers(server, layer, args.layer_size, checksums, workdir)
+            result.http = measure_http(server, plan.duration, plan.workdir / "report.lua")
+            result.transfers = measure_layers(server, plan)
         finally:
             stop(server)
     except BenchError as e:
         result.reason = str(e)
         return
     finally:
-        shutil.rmtree(workdir / result.name, ignore_errors=True)  # frees disk and page cache
-    t = result.transfers
+        shutil.rmtree(plan.workdir / result.name, ignore_errors=True)  # frees disk and page cache
+    t, base = result.transfers, plan.base
     result.ratios = {
         "PUT chunked / dd": t["PUT layer chunked"].mbps / base["dd_write_mbps"],
         "PUT sized / dd": t["PUT layer sized"].mbps / base["dd_write_mbps"],
@@ -626,17 +681,26 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def render(results: list[ServerResult], base: dict[str, float], meta: dict[str, object]) -> str:
+def spread(values: list[float]) -> str:
+    """'min-max': shows whether a median hides a bimodal set of runs."""
+    return f"{min(values):.0f}-{max(values):.0f}"
+
+
+def render(results: list[ServerResult], plan: Plan, meta: dict[str, object]) -> str:
+    """The servers side by side, one column group each, so a row compares like with like."""
     ok = [r for r in results if not r.reason]
+    base, runs = plan.base, plan.base_runs
     out = [
         f"twistreg bench: {meta['cpus']} CPUs, layer {meta['layer_mib']} MiB,"
-        f" {meta['duration_s']} s per wrk point, storage {meta['storage']} ({meta['filesystem']})",
+        f" {meta['duration_s']} s per wrk point, {meta['repeat']} runs per transfer,"
+        f" storage {meta['storage']} ({meta['filesystem']})",
     ]
     out += [f"  {r.name}: {r.processes}" for r in results]
     out += [f"  {r.name} unavailable: {r.reason}" for r in results if r.reason]
     out.append(
-        f"\nBaselines, same disk: dd write (no fsync) {base['dd_write_mbps']:.0f} MB/s,"
-        f" cat read (warm cache) {base['cat_read_mbps']:.0f} MB/s"
+        f"\nBaselines, same disk, median (range) of {meta['repeat']}:"
+        f" dd write (no fsync) {base['dd_write_mbps']:.0f} ({spread(runs['dd_write_mbps'])}) MB/s,"
+        f" cat read (warm cache) {base['cat_read_mbps']:.0f} ({spread(runs['cat_read_mbps'])}) MB/s"
     )
     if not ok:
         return "\n".join(out)
@@ -653,20 +717,22 @@ def render(results: list[ServerResult], base: dict[str, float], meta: dict[str, 
     out += ["\nRequests/s (wrk, keep-alive, 1 client thread)", table(header, rows)]
     header = ["transfer"]
     for r in ok:
-        header += [f"{r.name} MB/s", "s", "srv CPU s", "peak RSS MiB"]
+        header += [f"{r.name} MB/s", "range", "s", "srv CPU s", "peak RSS MiB"]
     rows = []
     for name in TRANSFERS:
         row = [name]
         for r in ok:
             t = r.transfers[name]
-            row += [f"{t.mbps:.0f}", f"{t.seconds:.2f}", f"{t.cpu_s:.2f}", f"{t.peak_rss_mib:.1f}"]
+            row += [f"{t.mbps:.0f}", spread(t.mbps_runs), f"{t.seconds:.2f}", f"{t.cpu_s:.2f}"]
+            row.append(f"{t.peak_rss_mib:.1f}")
         rows.append(row)
     rows.append(
         ["idle RSS MiB (after start)"]
-        + sum(([f"{r.rss_idle_mib:.1f}", "", "", ""] for r in ok), [])
+        + sum(([f"{r.rss_idle_mib:.1f}", "", "", "", ""] for r in ok), [])
     )
     out += [
-        f"\nLayer transfers ({meta['layer_mib']} MiB, curl; MB = 10^6 bytes)",
+        f"\nLayer transfers ({meta['layer_mib']} MiB, curl; MB = 10^6 bytes): median run,"
+        " range of all runs, highest RSS of all runs",
         table(header, rows),
     ]
     header = ["ratio", "target"] + [r.name for r in ok]
@@ -695,6 +761,7 @@ def parse_size(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Options; the reference gets as many serving processes as twistreg unless told."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -705,6 +772,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--layer-size", type=parse_size, default=1024 * MIB, help="e.g. 1G (default), 64M"
     )
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk point (default 5)")
+    p.add_argument(
+        "--repeat", type=int, default=3, help="runs of each transfer and baseline (default 3)"
+    )
     p.add_argument(
         "--workers", type=int, default=0, help="twistreg --workers (default 0: serve in-process)"
     )
@@ -724,14 +794,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
-    if args.duration < 1:
-        p.error("--duration must be at least 1 second")
+    if args.duration < 1 or args.repeat < 1:
+        p.error("--duration and --repeat must be at least 1")
     if args.reference_workers is None:
         args.reference_workers = max(args.workers, 1)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run everything asked for in one work dir, removed at the end whatever happens."""
     args = parse_args(argv)
     missing = [tool for tool in ("wrk", "curl") if shutil.which(tool) is None]
     if missing:
@@ -753,33 +824,37 @@ def main(argv: list[str] | None = None) -> int:
             f"writing the {args.layer_size // MIB} MiB layer and measuring baselines in {workdir}",
             file=sys.stderr,
         )
-        checksums = make_layer(layer, args.layer_size)
-        base = baselines(workdir, layer, args.layer_size)
+        ids = layer_ids(args.repeat)
+        checksums = make_layer(layer, args.layer_size, [i for v in ids.values() for i in v])
+        base_runs = baselines(workdir, layer, args.layer_size, args.repeat)
+        plan = Plan(workdir, layer, args.layer_size, args.duration, ids, checksums, base_runs)
         results = []
         if not args.reference_only:
             r = ServerResult("twistreg", twistreg_processes(args.workers))
             print("benchmarking twistreg", file=sys.stderr)
             start = partial(start_twistreg, workdir, args.workers)
-            bench_server(r, start, args, workdir, layer, checksums, base)
+            bench_server(r, start, plan)
             results.append(r)
         if not args.twistreg_only:
             r = ServerResult("reference", reference_processes(args.reference_workers))
             print("benchmarking the reference", file=sys.stderr)
             start = partial(start_reference, workdir, args.reference_workers, args.seed_registry)
-            bench_server(r, start, args, workdir, layer, checksums, base)
+            bench_server(r, start, plan)
             results.append(r)
         meta: dict[str, object] = {
             "cpus": os.cpu_count(),
             "layer_mib": args.layer_size // MIB,
             "duration_s": args.duration,
+            "repeat": args.repeat,
             "storage": str(workdir),
             "filesystem": filesystem_of(workdir),
         }
-        print(render(results, base, meta))
+        print(render(results, plan, meta))
         if args.json:
             figures = {
                 "meta": meta,
-                "baselines": base,
+                "baselines": plan.base,
+                "baseline_runs": base_runs,
                 "servers": [dataclasses.asdict(r) for r in results],
             }
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
