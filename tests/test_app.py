@@ -9,7 +9,6 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.tempdirs import TemporaryDirectories
-
 from twistreg.config import load_settings
 from twistreg.service import build_registry
 from twistreg.web.site import registry_resource

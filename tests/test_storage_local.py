@@ -8,10 +8,9 @@ import stat
 import pytest
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-
-from tests.tempdirs import TemporaryDirectories
 from zope.interface.verify import verifyObject
 
+from tests.tempdirs import TemporaryDirectories
 from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
 from twistreg.storage.local import LocalStorage
 

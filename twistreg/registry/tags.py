@@ -33,15 +33,20 @@ DEFAULT_METADATA = {
 
 
 def tag_metadata(user_agent: str, now: float) -> dict[str, Any]:
-    """R13's metadata: the update time and the client details of a docker User-Agent."""
+    """
+    R13's metadata: the update time and the client details of a docker User-Agent.
+
+    As in 0.9.1, pair names match exactly (C{OS/x} is not C{os}) and only the values of
+    C{arch}, C{kernel} and C{os} are lower-cased; the last pair of a name wins.
+    """
     metadata: dict[str, Any] = {"last_update": int(now)}
-    names = {"docker": "docker_version", "go": "docker_go_version"}
-    for name, value in _USER_AGENT_PAIR.findall(user_agent):
-        name = name.lower()
-        if name in names:
-            metadata[names[name]] = value
-        elif name in ("arch", "kernel", "os"):
-            metadata[name] = value
+    pairs = dict(_USER_AGENT_PAIR.findall(user_agent))
+    for name, key in (("docker", "docker_version"), ("go", "docker_go_version")):
+        if name in pairs:
+            metadata[key] = pairs[name]
+    for name in ("arch", "kernel", "os"):
+        if name in pairs:
+            metadata[name] = pairs[name].lower()
     return metadata
 
 

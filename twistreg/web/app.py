@@ -36,9 +36,14 @@ log = Logger()
 
 
 class RepositoryConverter(BaseConverter):
-    """C{<repo:name>}: one or more segments, the shortest that lets the rest match."""
+    """
+    C{<repo:name>}: one or more segments, the shortest that lets the rest match.
 
-    regex = r"[^/].*?"
+    Any character may appear, C{/} and newlines included, so that names with empty or
+    leading components reach L{parse_repository} and get its 400 rather than a 404.
+    """
+
+    regex = r"(?s:.+?)"
     part_isolating = False
     weight = 200
 
@@ -56,8 +61,12 @@ class Registry:
 
 
 def _header(request: IRequest, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return None if value is None else value.decode("latin-1")
+    """
+    The first occurrence of a request header (C{getHeader} gives the last one; the contract
+    reads the first, e.g. R5's C{X-Docker-Checksum-Payload}).
+    """
+    values = request.requestHeaders.getRawHeaders(name)
+    return None if not values else values[0].decode("latin-1")
 
 
 def _body(request: IRequest) -> bytes:
@@ -331,9 +340,9 @@ def _endpoints(request: IRequest, settings: Settings) -> str:
     """C{X-Docker-Endpoints}: the configured endpoints, else the Host header, else our address."""
     if settings.registry_endpoints:
         return settings.registry_endpoints
-    host = request.getHeader(b"Host")
+    host = _header(request, b"Host")
     if host:
-        return host.decode("latin-1")
+        return host
     address = request.getHost()
     return f"{address.host}:{address.port}"
 

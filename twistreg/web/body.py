@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+from inspect import signature
 from typing import Callable
 from urllib.parse import unquote_to_bytes
 
@@ -27,6 +28,9 @@ log = Logger()
 #: The largest body accepted by any route but the layer upload.
 BODY_LIMIT = 10 * 1024 * 1024
 
+#: Bytes read from the socket at a time while a layer body arrives.
+UPLOAD_READ_SIZE = 1024 * 1024
+
 _LAYER_PATH = re.compile(rb"/v1/images/([^/]+)/layer")
 
 #: Opens the sink of a layer upload, given the image id from the path.
@@ -34,9 +38,13 @@ UploadOpener = Callable[[str], "defer.Deferred[LayerUpload]"]
 
 
 def decoded_path(uri: bytes) -> bytes:
-    """The path of C{uri} percent-decoded segment by segment, as the Site routes it."""
+    """
+    The path of C{uri} as the Klein routes see it: percent-decoded segment by segment (the
+    Site's C{postpath}), joined again, with one leading slash.
+    """
     path = uri.split(b"?", 1)[0]
-    return b"/".join(unquote_to_bytes(segment) for segment in path.split(b"/"))
+    joined = b"/".join(unquote_to_bytes(segment) for segment in path[1:].split(b"/"))
+    return joined if joined.startswith(b"/") else b"/" + joined
 
 
 class CappedBody(io.BytesIO):
@@ -161,8 +169,18 @@ class UploadBody:
         return b""
 
 
+#: Twisted 24.7 and later let a request leave POST form bodies alone.
+_FORM_PARSING_OPTIONAL = "parsePOSTFormSubmission" in signature(server.Request.__init__).parameters
+
+
 class RegistryRequest(server.Request):
     """A Request whose layer bodies stream to storage and other bodies are capped."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        # Bodies are read whatever their Content-Type (a form-typed JSON body is still JSON).
+        if _FORM_PARSING_OPTIONAL:
+            kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(*args, **kwargs)
 
     def gotLength(self, length: int | None) -> None:
         opener: UploadOpener | None = getattr(self.channel.site, "open_upload", None)
@@ -171,6 +189,8 @@ class RegistryRequest(server.Request):
             self.content = CappedBody(length)
             return
         transport = self.channel.transport
+        # Larger reads for a layer body: fewer trips through the reactor, hash and disk.
+        transport.bufferSize = max(getattr(transport, "bufferSize", 0), UPLOAD_READ_SIZE)
         self.content = UploadBody(
             defer.maybeDeferred(opener, image_id),
             transport.pauseProducing,
