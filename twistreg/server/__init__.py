@@ -1,0 +1,4 @@
+"""
+The process model: a master that owns the listening sockets (L{arbiter}) and worker
+processes that adopt them (L{worker}), as gunicorn's arbiter with Twisted alone.
+"""
