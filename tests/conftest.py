@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from tests import postgres
 from tests.server import Server
 
 
@@ -20,3 +23,19 @@ def server(tmp_path, storage):
     running = Server(tmp_path, storage).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql():
+    """
+    A real PostgreSQL on 127.0.0.1 for the session (tests/postgres.py). Without one the tests
+    using it are skipped, with the reason, except on CI (C{CI=true}), where they fail.
+    """
+    reason = postgres.unavailable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs PostgreSQL: {reason}")
+        pytest.skip(reason)
+    server = postgres.PostgresServer(postgres.find_binaries()).start()
+    yield server
+    server.stop()

@@ -38,14 +38,18 @@ class Server:
 
     @ivar port: the port it listens on, once L{start} returned.
     @ivar output: every line it printed so far.
+    @param workers: C{--workers}; 0 (the default) serves in the one process. With workers,
+        L{start} returns once the master listens: see L{wait_for_workers}.
     """
 
     def __init__(
         self, tmp: Path, storage: Path, *args: str, env: dict | None = None,
         listen: tuple[str, ...] = ("--listen", "tcp:0:interface=127.0.0.1"),
+        workers: int = 0,
     ):
         self.storage = storage
         self._listen = listen
+        self._workers = workers
         self.output: list[str] = []
         self.port = 0
         self._tmp = tmp
@@ -63,12 +67,14 @@ class Server:
             sys.executable, "-m", "twisted", "twistreg",
             *self._listen,
             "--storage-path", str(self.storage),
-            "--workers", "0",
+            "--workers", str(self._workers),
             *self._args,
         ]
+        # A session of its own: kill_all() reaches the master and every worker it started.
         self._process = subprocess.Popen(
             command, cwd=self._tmp, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
         if wait and not self._ready.wait(timeout):
@@ -103,6 +109,47 @@ class Server:
                 self._process.kill()
                 self._process.wait()
         return self._process.returncode
+
+    @property
+    def pid(self) -> int:
+        """The master's process id (the only process with C{workers=0})."""
+        assert self._process is not None
+        return self._process.pid
+
+    def signal(self, sig: int) -> None:
+        """Send C{sig} to the master."""
+        os.kill(self.pid, sig)
+
+    def kill_all(self) -> None:
+        """SIGKILL whatever is left of the server's process group (test clean-up)."""
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._process.wait()
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def worker_pids(self, event: str = "ready") -> list[int]:
+        """Workers the master logged as C{ready} (or C{spawned}, C{exited} ...), in order."""
+        pattern = re.compile(rf"\bworker (\d+) {event}\b")
+        return [int(m.group(1)) for line in list(self.output) for m in pattern.finditer(line)]
+
+    def wait_for(self, predicate, timeout: float = 15) -> None:
+        """Wait until C{predicate()} holds; the output so far in the error otherwise."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached in time; output:\n" + self.text())
+            time.sleep(0.02)
+
+    def wait_for_workers(self, count: int, timeout: float = 20) -> list[int]:
+        """The first C{count} workers ready."""
+        self.wait_for(lambda: len(self.worker_pids()) >= count, timeout)
+        return self.worker_pids()[:count]
 
     def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from treq.testing import StubTreq
-from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.tempdirs import TemporaryDirectories
@@ -15,12 +15,14 @@ from twistreg.web.site import registry_resource
 
 
 class AppTests(TemporaryDirectories, SynchronousTestCase):
-    def client(self, **overrides) -> StubTreq:
-        settings = load_settings(
-            system_config_path=None, environ={},
-            overrides={"storage_path": self.temporary_directory(), **overrides},
-        )
-        clock = Clock()
+    def client(self, config: str = "dev:\n  standalone: true\n") -> StubTreq:
+        """An in-memory client of a registry over a fresh directory (no search: no threads)."""
+        path = self.temporary_directory() + "/config.yml"
+        with open(path, "w") as f:
+            f.write(config)
+        settings = load_settings(path, system_config_path=None, environ={},
+                                 overrides={"storage_path": self.temporary_directory()})
+        clock = MemoryReactorClock()
         clock.advance(1795757723)
         return StubTreq(registry_resource(build_registry(settings, clock)))
 
@@ -56,12 +58,7 @@ class AppTests(TemporaryDirectories, SynchronousTestCase):
     def test_index_routes_need_standalone(self) -> None:
         response, _ = self.fetch(self.client(), "GET", "/v1/users")
         self.assertEqual(response.code, 200)
-        path = self.temporary_directory() + "/config.yml"
-        with open(path, "w") as f:
-            f.write("dev:\n  standalone: false\n")
-        settings = load_settings(path, system_config_path=None, environ={},
-                                 overrides={"storage_path": self.temporary_directory()})
-        stub = StubTreq(registry_resource(build_registry(settings, Clock())))
+        stub = self.client("dev:\n  standalone: false\n  disable_token_auth: true\n")
         response, _ = self.fetch(stub, "GET", "/v1/users")
         self.assertEqual(response.code, 404)
         response, _ = self.fetch(stub, "GET", "/v1/repositories/foo/bar/images")

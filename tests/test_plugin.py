@@ -19,7 +19,8 @@ def test_help_lists_the_options(tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0
     for option in ("--port", "--listen", "--config", "--flavor", "--storage-path",
-                   "--workers", "--access-log"):
+                   "--workers", "--access-log", "--max-requests", "--max-requests-jitter",
+                   "--timeout", "--graceful-timeout", "--max-worker-memory", "--pidfile"):
         assert option in out.stdout
 
 
@@ -119,7 +120,7 @@ def test_port_in_use_exits_1(tmp_path, storage):
 def test_config_file_and_flavor(tmp_path, storage):
     path = tmp_path / "config.yml"
     path.write_text(
-        "common: &common\n  issue: '\"hello\"'\n  storage_path: /nonexistent\n"
+        "common: &common\n  issue: '\"hello\"'\n  storage_path: /nonexistent\n  standalone: true\n"
         "prod:\n  <<: *common\n  debug: _env:DEBUG:false\n"
     )
     running = Server(tmp_path, storage, "--config", str(path), "--flavor", "prod",
@@ -134,3 +135,17 @@ def test_config_file_and_flavor(tmp_path, storage):
         assert (storage / "images" / image / "json").exists()  # --storage-path wins
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_unknown_search_index_version_stops_the_server(tmp_path, storage, workers):
+    import sqlite3
+
+    database = sqlite3.connect(storage / "docker-registry.db")
+    database.execute("CREATE TABLE version (id INTEGER NOT NULL PRIMARY KEY)")
+    database.execute("INSERT INTO version VALUES (2)")
+    database.commit()
+    database.close()
+    running = Server(tmp_path, storage, "--workers", workers).start(wait=False)
+    assert running.wait() == 1
+    assert "twistreg: unrecognized search index version 2" in "".join(running.output)

@@ -24,8 +24,20 @@ class Options(usage.Options):
          "/etc/twistreg/config.yml, then built-in defaults)."],
         ["flavor", "f", None, "Config flavor (default $SETTINGS_FLAVOR, then dev)."],
         ["storage-path", None, None, "Storage directory, overriding the config's storage_path."],
-        ["workers", "w", None, "Worker processes; 0 serves in this process.", int],
+        ["workers", "w", None, "Worker processes (default: one per CPU); 0 serves in this "
+         "process.", int],
         ["access-log", None, None, "Access log file, or - for standard output."],
+        ["max-requests", None, None, "Recycle a worker after this many requests, once they "
+         "have finished (default 0: never)."],
+        ["max-requests-jitter", None, None, "Add a random 0..N to --max-requests per worker, "
+         "so workers do not recycle together (default 0)."],
+        ["timeout", "t", None, "Kill and replace a worker whose event loop is silent this many "
+         "seconds; long transfers are not silence (default 30, 0: never)."],
+        ["graceful-timeout", None, None, "Seconds in-flight requests get on a graceful stop, "
+         "reload or recycle (default 30)."],
+        ["max-worker-memory", None, None, "Recycle a worker whose resident memory exceeds this "
+         "many MiB (default 0: never)."],
+        ["pidfile", None, None, "Write the master's PID to this file."],
     ]
 
     def __init__(self) -> None:
@@ -45,6 +57,12 @@ class Options(usage.Options):
             "server.listen": tuple(self["listen"]) or None,
             "server.workers": self["workers"],
             "server.access_log": self["access-log"],
+            "server.max_requests": self["max-requests"],
+            "server.max_requests_jitter": self["max-requests-jitter"],
+            "server.timeout": self["timeout"],
+            "server.graceful_timeout": self["graceful-timeout"],
+            "server.max_worker_memory": self["max-worker-memory"],
+            "server.pidfile": self["pidfile"],
         }
 
 
@@ -83,39 +101,119 @@ class RegistryServiceMaker:
 
     def makeService(self, options: Options):
         from twisted.internet import reactor
-        from twisted.logger import Logger
 
         from twistreg.config import ConfigError, load_settings
-        from twistreg.service import RegistryService
+        from twistreg.service import PreforkRegistryService, RegistryService, worker_count
 
+        parent = _ExitOnStartError(reactor)
         try:
             settings = load_settings(options["config"], options["flavor"], options.overrides())
-            registry_service = RegistryService(settings, reactor)
+            _configure_logs(options, settings.loglevel)
+            if worker_count(settings) == 0:
+                registry_service = RegistryService(settings, reactor, on_fatal=parent.fail)
+            else:
+                registry_service = PreforkRegistryService(
+                    settings,
+                    reactor,
+                    sources={
+                        "config": settings.config_path,
+                        "flavor": settings.flavor,
+                        "overrides": options.overrides(),
+                    },
+                    worker_logs=_worker_logs(options, settings.loglevel),
+                    argv=sys.argv,
+                    on_fatal=parent.fail,
+                )
         except ConfigError as error:
             raise SystemExit(f"twistreg: {error}") from None
-        _configure_logs(options, settings.loglevel)
-        if settings.server.workers:
-            Logger().warn(
-                "--workers {workers}: the process pool is not available yet; "
-                "serving in this process",
-                workers=settings.server.workers,
-            )
-        parent = _ExitOnStartError()
+        if settings.server.pidfile:
+            from twistreg.server.pidfile import PidFile
+
+            PidFile(settings.server.pidfile).setServiceParent(parent)
         registry_service.setServiceParent(parent)
+        if isinstance(registry_service, PreforkRegistryService):
+            from twistreg.server.signals import install_master_signals
+            from twistreg.server.worker import set_title
+
+            install_master_signals(reactor, registry_service,
+                                   reopen_logs=_reopenable_log_file(options))
+            set_title("twistreg: master [" + " ".join(sys.argv) + "]")
         return parent
+
+
+def _reopenable_log_file(options: Options):
+    """
+    Swap C{twist --log-file PATH}'s file for one that SIGUSR1 reopens (after logrotate moved
+    it); C{twist} starts logging after this, to whatever C{logFile} then is. Its C{reopen},
+    or None when the log goes to standard output or error.
+    """
+    parent = options.parent
+    if parent is None:
+        return None
+    target = parent.get("logFile")
+    path = getattr(target, "name", None)
+    if target in (sys.stdout, sys.stderr, None) or not isinstance(path, str):
+        return None
+    from twistreg.server.logfiles import ReopenableStream
+
+    stream = ReopenableStream(path)
+    target.close()
+    parent["logFile"] = stream
+    return stream.reopen
+
+
+def _worker_logs(options: Options, loglevel: str) -> dict:
+    """Where and how the workers log: as this process does."""
+    parent = options.parent
+    result: dict = {"log_level": loglevel, "log_format": "text", "log_file": None}
+    if parent is None:
+        return result
+    level = parent.get("logLevel")
+    if level is not None:
+        result["log_level"] = level.name
+    result["log_format"] = parent.get("logFormat", "text")
+    target = parent.get("logFile")
+    if target is sys.stderr:
+        result["log_file"] = "/dev/stderr"
+    elif target is not sys.stdout and isinstance(getattr(target, "name", None), str):
+        result["log_file"] = target.name
+    return result
 
 
 class _ExitOnStartError(MultiService):
     """
     Ends C{twist} with one line and status 1, not a traceback, when the registry cannot
-    start (a port in use, a certificate that cannot be read).
+    start (a port in use, a certificate that cannot be read), or when its workers cannot
+    load the application at all.
     """
+
+    def __init__(self, reactor) -> None:
+        super().__init__()
+        self._reactor = reactor
 
     def startService(self) -> None:
         try:
             super().startService()
         except Exception as error:
             raise SystemExit(f"twistreg: cannot start: {error}") from None
+
+    def fail(self, problem: Exception) -> None:
+        """Stop everything, then exit with status 1 (C{twist} itself would exit 0)."""
+        import os
+
+        from twisted.internet.error import ReactorNotRunning
+
+        def exit_1() -> None:
+            sys.stdout.flush()
+            # Straight to fd 2: twist turned sys.stderr into log events.
+            os.write(2, f"twistreg: {problem}\n".encode())
+            os._exit(1)
+
+        self._reactor.addSystemEventTrigger("after", "shutdown", exit_1)
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            pass
 
 
 serviceMaker = RegistryServiceMaker()

@@ -25,6 +25,7 @@ DEFAULT_FLAVOR = "dev"
 DEFAULT_INDEX_ENDPOINT = "https://index.docker.io"
 DEFAULT_LOCAL_STORAGE_PATH = "/tmp/registry"
 DEFAULT_TOKEN_CACHE_TTL = 60.0
+DEFAULT_UPSTREAM_TIMEOUT = 30.0
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # "sqlalchemy" is the 0.9.1 spelling; it means the same SQLite/PostgreSQL index.
 SEARCH_BACKENDS = ("sqlalchemy", "sqlite", "postgresql")
@@ -78,6 +79,7 @@ class ServerSettings:
     @ivar workers: worker processes; C{None} means one per CPU, resolved by the caller, and
         0 serves in the main process.
     @ivar access_log: a path, or C{"-"} for stdout; C{None} for no access log.
+    @ivar max_worker_memory: resident MiB above which a worker is recycled; 0 is off.
     """
 
     port: int = 5000
@@ -90,6 +92,7 @@ class ServerSettings:
     graceful_timeout: float = 30.0
     pidfile: str | None = None
     access_log: str | None = None
+    max_worker_memory: int = 0
 
     def endpoints(self) -> tuple[str, ...]:
         """The endpoint strings to listen on: C{listen} wins, else all interfaces on C{port}."""
@@ -110,6 +113,8 @@ class Settings:
         disabled.
     @ivar search_database: C{sqlalchemy_index_database} (or C{search_database}); C{None} when
         unset, in which case §9's default applies.
+    @ivar index_timeout: seconds an index call may take before the answer is 502.
+    @ivar mirroring_timeout: seconds the mirror's upstream may take to answer.
     @ivar storage: C{"local"}, C{"s3"}, or the lower-cased name of an unsupported driver, which
         L{require_supported_storage} rejects when the server starts.
     @ivar s3: the C{s3_*} and C{boto_*} keys of the flavor, as given.
@@ -133,6 +138,8 @@ class Settings:
     mirroring_source: str | None
     mirroring_source_index: str | None
     token_cache_ttl: float
+    index_timeout: float
+    mirroring_timeout: float
     storage: str
     storage_path: str
     s3: Mapping[str, Any]
@@ -362,7 +369,6 @@ def _build(
         storage_path = _text("config key storage_path", raw.get("storage_path"))
     if not storage_path:
         storage_path = DEFAULT_LOCAL_STORAGE_PATH if storage == "local" else ""
-    ttl = raw.get("token_cache_ttl")
     return Settings(
         flavor=flavor,
         config_path=path,
@@ -389,9 +395,11 @@ def _build(
         mirroring_source_index=_text(
             "config key mirroring.source_index", mirroring.get("source_index")
         ),
-        token_cache_ttl=(
-            DEFAULT_TOKEN_CACHE_TTL if ttl is None else _seconds("config key token_cache_ttl", ttl)
+        token_cache_ttl=_seconds_or(
+            "config key token_cache_ttl", raw.get("token_cache_ttl"), DEFAULT_TOKEN_CACHE_TTL
         ),
+        index_timeout=_seconds_or("config key index_timeout", raw.get("index_timeout")),
+        mirroring_timeout=_seconds_or("config key mirroring.timeout", mirroring.get("timeout")),
         storage=storage,
         storage_path=storage_path,
         s3=_freeze(
@@ -404,6 +412,11 @@ def _build(
         server=_server(_section(raw, "server"), given),
         raw=_freeze(raw),
     )
+
+
+def _seconds_or(label: str, value: Any, default: float = DEFAULT_UPSTREAM_TIMEOUT) -> float:
+    """A number of seconds, or the default when unset."""
+    return default if value is None else _seconds(label, value)
 
 
 def _server(section: Mapping[Any, Any], given: Mapping[str, Any]) -> ServerSettings:
@@ -450,6 +463,7 @@ def _server(section: Mapping[Any, Any], given: Mapping[str, Any]) -> ServerSetti
         graceful_timeout=seconds("graceful_timeout", 30.0),
         pidfile=text("pidfile"),
         access_log=text("access_log"),
+        max_worker_memory=number("max_worker_memory", 0),
     )
 
 

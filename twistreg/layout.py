@@ -10,6 +10,7 @@ nothing can address a path outside the storage root.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_plus
 
 import attrs
 
@@ -19,6 +20,9 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _IMAGE_ID = re.compile(r"[a-f0-9]{16}|[a-f0-9]{64}")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _MAX_NAME_BYTES = 255
+
+#: The directory holding one directory per namespace, each holding one per repository.
+REPOSITORIES = "repositories"
 
 
 def quote(text: str) -> str:
@@ -72,7 +76,7 @@ class Repository:
     @property
     def directory(self) -> str:
         """The repository's storage directory (the name part is quoted twice)."""
-        return f"repositories/{quote(self.namespace)}/{quote(quote(self.name))}"
+        return f"{REPOSITORIES}/{quote(self.namespace)}/{quote(quote(self.name))}"
 
     def file(self, name: str) -> str:
         """A file of the repository directory."""
@@ -85,6 +89,15 @@ class Repository:
     def tag_metadata_file(self, tag: str) -> str:
         """C{tag<Q(tag)>_json}: 0.9.1's spelling, without a C{_} after C{tag}."""
         return self.file(f"tag{quote(tag)}_json")
+
+
+def key_of_directory(namespace_directory: str, name_directory: str) -> str:
+    """
+    The repository key of C{repositories/<namespace_directory>/<name_directory>} as listed
+    on disk: one level of quoting comes off each part (C{foo}, C{ab%2525%2524_-test} →
+    C{foo/ab%25%24_-test}), the inverse of L{Repository.directory}.
+    """
+    return f"{unquote_plus(namespace_directory)}/{unquote_plus(name_directory)}"
 
 
 def parse_repository(text: str) -> Repository:

@@ -6,21 +6,33 @@ applications start.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import IO
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
 
+from treq.client import HTTPClient
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import implementer
 
-from twistreg.config import ConfigError, Settings, require_supported_storage
+from twistreg.config import ConfigError, Settings, load_settings, require_supported_storage
+from twistreg.registry.auth import Authorizer, IndexClient
 from twistreg.registry.images import Images
 from twistreg.registry.index import Index
+from twistreg.registry.mirror import Mirror
+from twistreg.registry.search import SearchIndex, open_search_index, walk
 from twistreg.registry.tags import Tags
+from twistreg.server.arbiter import PoolConfig, PreforkService
+from twistreg.server.interfaces import IWorkerApplication
+from twistreg.server.logfiles import ReopenableStream
 from twistreg.storage import open_storage
+from twistreg.storage.interface import IStorage
 from twistreg.storage.local import LocalStorage
 from twistreg.web.app import Registry
 from twistreg.web.site import RegistrySite
@@ -33,27 +45,44 @@ def build_registry(settings: Settings, reactor) -> Registry:
     The registry's rules over the storage C{settings} name: no global state, so two
     registries in one process do not meet.
 
-    @raise ConfigError: the settings name a storage driver that cannot be used.
+    @raise ConfigError: the settings name a storage driver or search database that cannot
+        be used.
     """
     require_supported_storage(settings)
     storage = open_storage(settings)
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
+    index_client = None
+    if not settings.standalone:
+        index_client = IndexClient(settings.index_endpoint, http, reactor, settings.index_timeout)
+    auth = Authorizer(settings, storage, reactor, index_client)
+    mirror = None
+    if settings.mirroring_source:
+        mirror = Mirror(settings.mirroring_source, settings.mirroring_source_index, http,
+                        reactor, storage, settings.mirroring_timeout)
+    search = open_search_index(settings, reactor)
     return Registry(
         settings=settings,
         storage=storage,
-        images=Images(storage, reactor),
-        tags=Tags(storage, reactor),
-        index=Index(storage),
+        auth=auth,
+        images=Images(storage, reactor, auth),
+        tags=Tags(storage, reactor, search),
+        index=Index(storage, search),
         clock=reactor,
+        mirror=mirror,
+        search=search,
     )
 
 
-def open_access_log(target: str | None) -> IO[str] | None:
-    """The access log stream: C{-} is stdout, a path is appended to, None is no log."""
+def open_access_log(target: str | None) -> IO[str] | ReopenableStream | None:
+    """
+    The access log stream: C{-} is stdout, a path is appended to (by every worker of a
+    pool, one line per write; SIGUSR1 reopens it), None is no log.
+    """
     if target is None:
         return None
     if target == "-":
         return sys.stdout
-    return open(target, "a", buffering=1, encoding="utf-8")
+    return ReopenableStream(target)
 
 
 class RegistryService(service.Service):
@@ -61,12 +90,17 @@ class RegistryService(service.Service):
     Serves the registry in this process on every endpoint of the settings.
 
     @param reactor: the reactor to listen with (an embedding application's own).
+    @param on_fatal: called with the error when the registry cannot run after all (a search
+        database of an unknown version); by default it is logged.
     @ivar ports: the listening ports, once started.
     """
 
-    def __init__(self, settings: Settings, reactor) -> None:
+    def __init__(
+        self, settings: Settings, reactor, on_fatal: Callable[[Exception], object] | None = None
+    ) -> None:
         self.settings = settings
         self._reactor = reactor
+        self._on_fatal = on_fatal
         self.registry = build_registry(settings, reactor)
         self.site = RegistrySite(
             self.registry, open_access_log(settings.server.access_log), reactor=reactor
@@ -88,27 +122,12 @@ class RegistryService(service.Service):
         if failures:
             self.stopService()
             failures[0].raiseException()
-        self._sweep()
+        sweep_temporary_files(self._reactor, self.registry.storage)
+        start_search(self.registry.search, self.registry.storage, self._reactor, self._on_fatal)
 
     def _listening(self, port: IListeningPort) -> None:
         self.ports.append(port)
-        log.info(
-            "twistreg serving {storage} storage {path} on {address}",
-            storage=self.settings.storage,
-            path=self.settings.storage_path,
-            address=describe_address(port.getHost()),
-        )
-
-    def _sweep(self) -> None:
-        storage = self.registry.storage
-        if not isinstance(storage, LocalStorage):
-            return
-        threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), storage.sweep_temporary
-        ).addCallbacks(
-            lambda count: count and log.info("removed {count} stale temporary files", count=count),
-            lambda failure: log.failure("sweeping temporary files failed", failure),
-        )
+        _log_serving(self.settings, describe_address(port.getHost()))
 
     def stopService(self) -> defer.Deferred:
         """Stop listening; in-flight requests are left to finish."""
@@ -116,6 +135,55 @@ class RegistryService(service.Service):
             super().stopService()
         ports, self.ports = self.ports, []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+
+def start_search(
+    search: SearchIndex | None, storage: IStorage, clock,
+    on_fatal: Callable[[Exception], object] | None = None,
+) -> None:
+    """
+    Open the search index, if any; a new one is filled from the storage tree in the
+    background, once however many processes start together (L{SearchIndex.open} decides
+    which one fills it).
+
+    @param on_fatal: called with the L{ConfigError} of a database this version cannot use.
+    """
+    if search is None:
+        return
+
+    async def open_and_fill() -> None:
+        if await search.open():
+            count = await search.populate(await walk(storage, clock))
+            log.info("search index created with {count} repositories", count=count)
+
+    def failed(failure: Failure) -> None:
+        if failure.check(ConfigError) and on_fatal is not None:
+            on_fatal(failure.value)
+        else:
+            log.failure("opening the search index failed", failure)
+
+    defer.ensureDeferred(open_and_fill()).addErrback(failed)
+
+
+def sweep_temporary_files(reactor, storage) -> None:
+    """Remove, in a thread, what uploads of dead processes left in local storage."""
+    if not isinstance(storage, LocalStorage):
+        return
+    threads.deferToThreadPool(
+        reactor, reactor.getThreadPool(), storage.sweep_temporary
+    ).addCallbacks(
+        lambda count: count and log.info("removed {count} stale temporary files", count=count),
+        lambda failure: log.failure("sweeping temporary files failed", failure),
+    )
+
+
+def _log_serving(settings: Settings, address: str) -> None:
+    log.info(
+        "twistreg serving {storage} storage {path} on {address}",
+        storage=settings.storage,
+        path=settings.storage_path,
+        address=address,
+    )
 
 
 def parse_endpoint(reactor, description: str) -> IStreamServerEndpoint:
@@ -133,3 +201,139 @@ def describe_address(address) -> str:
         return f"{host}:{address.port}"
     name = getattr(address, "name", address)
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+# -- the process pool ----------------------------------------------------------------------------
+
+WORKER_APPLICATION = "twistreg.service:worker_application"
+MIB = 1 << 20
+
+
+@implementer(IWorkerApplication)
+class RegistryApplication:
+    """What a worker of the pool serves: the registry's Site and its access log."""
+
+    def __init__(self, settings: Settings, reactor) -> None:
+        self.settings = settings
+        self.registry = build_registry(settings, reactor)
+        self._access_log = open_access_log(settings.server.access_log)
+        self.site = RegistrySite(self.registry, self._access_log, reactor=reactor)
+
+    def reopen_logs(self) -> None:
+        if isinstance(self._access_log, ReopenableStream):
+            self._access_log.reopen()
+
+
+def worker_application(reactor, options: Mapping[str, Any]) -> RegistryApplication:
+    """
+    Run in each worker: read the configuration as the master did (same file, flavor,
+    command-line values and environment) and build the registry.
+    """
+    settings = load_settings(options.get("config"), options.get("flavor"),
+                             _overrides(options.get("overrides")))
+    return RegistryApplication(settings, reactor)
+
+
+def _overrides(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Command-line values back from JSON (where tuples became lists)."""
+    overrides = {key: value for key, value in (given or {}).items() if value is not None}
+    if overrides.get("server.listen") is not None:
+        overrides["server.listen"] = tuple(overrides["server.listen"])
+    return overrides
+
+
+def worker_count(settings: Settings) -> int:
+    """C{server.workers}, where unset means one per CPU."""
+    workers = settings.server.workers
+    return (os.cpu_count() or 1) if workers is None else workers
+
+
+class PreforkRegistryService(PreforkService):
+    """
+    The registry served by a pool of worker processes (C{workers} >= 1); the master sweeps
+    stale upload files once, and re-reads the configuration on HUP.
+
+    @param sources: where the settings came from, as given to L{load_settings}: C{config}
+        (the file, or C{None}), C{flavor} and C{overrides} (the command line's values). The
+        workers and a reload read the configuration again from them.
+    @param worker_logs: C{log_format} (text or json), C{log_level} and C{log_file} (C{None}
+        is standard output) for the workers, as the master logs.
+    @param argv: the command line the workers present as theirs.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        reactor,
+        *,
+        sources: Mapping[str, Any],
+        worker_logs: Mapping[str, Any] | None = None,
+        argv: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        require_supported_storage(settings)
+        self.settings = settings
+        # The master creates (and fills) a new search index once, before workers use it.
+        self._search = open_search_index(settings, reactor)
+        overrides = _overrides(sources.get("overrides"))
+        self._sources = {
+            "config": sources.get("config"),
+            "flavor": sources.get("flavor"),
+            "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+        }
+        self._worker_logs = dict(worker_logs or {})
+        self._argv = tuple(argv)
+        try:
+            super().__init__(
+                reactor,
+                settings.server.endpoints(),
+                self._pool_config(settings),
+                reload_config=self._reload,
+                on_listening=lambda address: _log_serving(self.settings, address),
+                **kwargs,
+            )
+        except ValueError as error:
+            raise ConfigError(f"invalid listen endpoint {error}") from None
+
+    def _pool_config(self, settings: Settings) -> PoolConfig:
+        server = settings.server
+        return PoolConfig(
+            app=WORKER_APPLICATION,
+            app_options=self._sources,
+            workers=max(1, worker_count(settings)),
+            timeout=server.timeout,
+            graceful_timeout=server.graceful_timeout,
+            max_requests=server.max_requests,
+            max_requests_jitter=server.max_requests_jitter,
+            max_memory=server.max_worker_memory * MIB,
+            worker_header=settings.debug,
+            argv=self._argv,
+            log_level=self._worker_logs.get("log_level", settings.loglevel),
+            log_format=self._worker_logs.get("log_format", "text"),
+            log_file=self._worker_logs.get("log_file"),
+        )
+
+    def _reload(self) -> PoolConfig:
+        """HUP: the configuration again. Listeners stay those bound at start."""
+        settings = load_settings(self._sources["config"], self._sources["flavor"],
+                                 _overrides(self._sources["overrides"]))
+        require_supported_storage(settings)
+        if settings.server.endpoints() != self.settings.server.endpoints():
+            log.warn("reload: the listen endpoints changed; restart the server to apply that")
+        if worker_count(settings) == 0:
+            log.warn("reload: workers 0 needs a restart; keeping one worker meanwhile")
+        self.settings = settings
+        return self._pool_config(settings)
+
+    def startService(self) -> None:
+        super().startService()
+        # Once, here: workers come and go, and a sweep in each would race with the others.
+        storage = open_storage(self.settings)
+        sweep_temporary_files(self._reactor, storage)
+        start_search(self._search, storage, self._reactor, self._fatal)
+
+    def stopService(self) -> defer.Deferred[None]:
+        stopped = super().stopService()
+        if self._search is not None:
+            self._search.close()
+        return stopped

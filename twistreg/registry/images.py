@@ -19,6 +19,7 @@ from twistreg.checksums import PayloadHasher
 from twistreg.errors import RegistryError
 from twistreg.layout import image_key, is_image_id, require_image_id
 from twistreg.registry import layerfiles
+from twistreg.registry.auth import Authorizer, Token
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
 
@@ -30,7 +31,7 @@ ImageJsonHook = Callable[[dict], Optional[str]]
 _IN_PROGRESS = RegistryError(400, "Image is being uploaded, retry later")
 
 
-def _not_found() -> RegistryError:
+def not_found() -> RegistryError:
     return RegistryError(404, "Image not found")
 
 
@@ -89,7 +90,11 @@ class Images:
     """
     The image routes' rules over one storage.
 
+    The C{check_*} methods run a route's checks in the contract's order up to the existence
+    step, and say whether the resource exists, so that the caller can ask a mirror first.
+
     @param reactor: runs tar parsing off the reactor thread.
+    @param auth: the private-repository and parent checks (§5.4), and R8's image list.
     @param json_hooks: R8's extension hooks, in order.
     """
 
@@ -97,10 +102,12 @@ class Images:
         self,
         storage: IStorage,
         reactor: IReactorThreads,
+        auth: Authorizer,
         json_hooks: tuple[ImageJsonHook, ...] = (),
     ) -> None:
         self._storage = storage
         self._reactor = reactor
+        self._auth = auth
         self._json_hooks = json_hooks
 
     def _exists(self, image_id: str, name: str) -> defer.Deferred[bool]:
@@ -116,11 +123,11 @@ class Images:
         await self._require_not_in_progress(image_id)
 
     # R6
-    async def check_json(self, image_id: str) -> None:
-        """R6 checks up to existence; the caller applies the IMS rule next."""
+    async def check_json(self, image_id: str, authorization: str | None) -> bool:
+        """R6 checks up to existence: whether the json exists."""
         await self._require_readable(image_id)
-        if not await self._exists(image_id, "json"):
-            raise _not_found()
+        await self._auth.check_private(authorization, image_id)
+        return await self._exists(image_id, "json")
 
     async def get_json(self, image_id: str) -> tuple[bytes, int | None, list[str]]:
         """The stored json, the layer size (None without a layer) and the payload checksums."""
@@ -138,30 +145,30 @@ class Images:
         return body, size, checksums
 
     # R7
-    async def check_ancestry(self, image_id: str) -> None:
-        """R7 checks up to existence."""
+    async def check_ancestry(self, image_id: str) -> bool:
+        """R7 checks up to existence (no private check, as in 0.9.1)."""
         await self._require_readable(image_id)
-        if not await self._exists(image_id, "ancestry"):
-            raise _not_found()
+        return await self._exists(image_id, "ancestry")
 
     async def get_ancestry(self, image_id: str) -> Any:
         """The parsed ancestry list (re-serialized by the caller)."""
         return json.loads(await self._storage.get_content(image_key(image_id, "ancestry")))
 
     # R3
-    async def check_layer(self, image_id: str) -> int:
+    async def check_layer(self, image_id: str, authorization: str | None) -> int | None:
         """
         R3 checks up to existence, the in-progress marker first (as 0.9.1).
 
-        @return: the layer size.
+        @return: the layer size, None when there is no layer.
         """
         if is_image_id(image_id):
             await self._require_not_in_progress(image_id)
         require_image_id(image_id)
+        await self._auth.check_private(authorization, image_id)
         try:
             return await self._storage.size(image_key(image_id, "layer"))
         except KeyNotFound:
-            raise _not_found() from None
+            return None
 
     def stream_layer(self, image_id: str, consumer, offset: int, length: int) -> defer.Deferred:
         """Send C{length} bytes of the layer from C{offset} to C{consumer}."""
@@ -174,7 +181,7 @@ class Images:
         try:
             image_json = await self._storage.get_content(image_key(image_id, "json"))
         except KeyNotFound:
-            raise _not_found() from None
+            raise not_found() from None
         if await self._exists(image_id, "layer") and not await self._exists(
             image_id, "_inprogress"
         ):
@@ -199,7 +206,7 @@ class Images:
         if not payload_checksum:
             raise RegistryError(400, "Missing Image's checksum")
         if not await self._exists(image_id, "json"):
-            raise _not_found()
+            raise not_found()
         if not await self._exists(image_id, "_inprogress"):
             raise RegistryError(409, "Cannot set this image checksum")
         try:
@@ -213,19 +220,30 @@ class Images:
         await self._storage.remove(image_key(image_id, "_inprogress"))
 
     # R8
-    async def put_json(self, image_id: str, body: bytes) -> None:
-        """R8: store the image json and its ancestry; the image is in progress until R5."""
+    async def put_json(
+        self, image_id: str, body: bytes, token: Token | None, authorization: str | None
+    ) -> None:
+        """
+        R8: store the image json and its ancestry; the image is in progress until R5.
+
+        @param token: the validated token in token mode, whose repository must list the image.
+        """
         require_image_id(image_id)
         data = _parse_image_json(body)
         if "id" not in data:
             raise RegistryError(400, "Missing key `id' in JSON")
         if data["id"] != image_id:
             raise RegistryError(400, "JSON data contains invalid id")
+        await self._auth.image_in_repository(token, image_id)
         parent = data.get("parent")
-        if parent and not (
-            isinstance(parent, str) and is_image_id(parent) and await self._exists(parent, "json")
-        ):
-            raise RegistryError(400, "Image depends on a non existing parent")
+        if parent:
+            if not (
+                isinstance(parent, str)
+                and is_image_id(parent)
+                and await self._exists(parent, "json")
+            ):
+                raise RegistryError(400, "Image depends on a non existing parent")
+            await self._auth.check_parent(authorization, parent)
         if await self._exists(image_id, "json") and not await self._exists(image_id, "_inprogress"):
             raise RegistryError(409, "Image already exists")
         for hook in self._json_hooks:
@@ -248,13 +266,16 @@ class Images:
         )
 
     # R9, R10
-    async def check_files(self, image_id: str, cache_name: str) -> None:
+    async def check_files(
+        self, image_id: str, cache_name: str, authorization: str | None
+    ) -> None:
         """R9/R10 checks up to existence: the cached answer or the layer must exist."""
         await self._require_readable(image_id)
+        await self._auth.check_private(authorization, image_id)
         if not (
             await self._exists(image_id, cache_name) or await self._exists(image_id, "layer")
         ):
-            raise _not_found()
+            raise not_found()
 
     async def get_files(self, image_id: str) -> bytes:
         """R9's body: the cached C{_files}, or the layer's file list, computed and cached."""

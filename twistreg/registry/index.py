@@ -16,6 +16,7 @@ from typing import Any
 from twistreg.errors import RegistryError
 from twistreg.layout import Repository
 from twistreg.registry.documents import parse_json
+from twistreg.registry.search import SearchIndex
 from twistreg.storage.interface import IStorage, KeyNotFound
 
 _INDEX_IMAGES = "_index_images"
@@ -61,10 +62,15 @@ def merge_image_lists(
 
 
 class Index:
-    """The index routes' rules over one storage."""
+    """
+    The index routes' rules over one storage.
 
-    def __init__(self, storage: IStorage) -> None:
+    @param search: the search index pushes register repositories in, if search is on.
+    """
+
+    def __init__(self, storage: IStorage, search: SearchIndex | None = None) -> None:
         self._storage = storage
+        self._search = search
 
     async def put_images(self, repository: Repository, body: bytes) -> None:
         """R22: record the images of a push; the first list is stored verbatim."""
@@ -74,6 +80,8 @@ class Index:
             stored = json.loads(await self._storage.get_content(key))
         except KeyNotFound:
             await self._storage.put_content(key, body)
+            if self._search is not None:
+                await self._search.register(repository.key)
             return
         except ValueError:
             stored = []
@@ -81,10 +89,12 @@ class Index:
             stored = []
         merged = merge_image_lists(images, [i for i in stored if isinstance(i, dict)])
         await self._storage.put_content(key, json.dumps(merged, sort_keys=True).encode())
+        if self._search is not None:
+            await self._search.set_pushed(repository.key)
 
-    async def get_images(self, repository: Repository) -> bytes:
-        """R23: the stored list, raw."""
+    async def get_images(self, repository: Repository) -> bytes | None:
+        """R23: the stored list, raw; None when there is none."""
         try:
             return await self._storage.get_content(repository.file(_INDEX_IMAGES))
         except KeyNotFound:
-            raise RegistryError(404, "images not found") from None
+            return None

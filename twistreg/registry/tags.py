@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twistreg.errors import RegistryError
 from twistreg.layout import Repository, image_key, quote
 from twistreg.registry.documents import parse_json
+from twistreg.registry.search import SearchIndex
 from twistreg.storage.interface import IStorage, KeyNotFound
 
 _TAG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -59,12 +60,18 @@ class Tags:
     """
     The repository routes' rules over one storage.
 
+    Reads of what a mirror may supply (R11, R12) return None when it is missing here.
+
     @param clock: gives R13's C{last_update}.
+    @param search: the search index tags register repositories in, if search is on.
     """
 
-    def __init__(self, storage: IStorage, clock: IReactorTime) -> None:
+    def __init__(
+        self, storage: IStorage, clock: IReactorTime, search: SearchIndex | None = None
+    ) -> None:
         self._storage = storage
         self._clock = clock
+        self._search = search
 
     async def _list(self, repository: Repository) -> dict[str, str]:
         """The R11 listing: decoded tag name → image id."""
@@ -85,18 +92,19 @@ class Tags:
             raise RegistryError(404, "Repository not found")
 
     # R11
-    async def list_tags(self, repository: Repository) -> dict[str, str]:
-        """R11: every tag of an existing repository."""
-        await self._require_repository(repository)
+    async def list_tags(self, repository: Repository) -> dict[str, str] | None:
+        """R11: every tag of the repository; None when it does not exist."""
+        if not await self._storage.list_directory(repository.directory):
+            return None
         return await self._list(repository)
 
     # R12
-    async def get_tag(self, repository: Repository, tag: str) -> str:
-        """R12: the image id a tag points at."""
+    async def get_tag(self, repository: Repository, tag: str) -> str | None:
+        """R12: the image id a tag points at; None when there is no such tag."""
         try:
             content = await self._storage.get_content(repository.tag_file(tag))
         except KeyNotFound:
-            raise RegistryError(404, "Tag not found") from None
+            return None
         return content.decode("utf-8", "replace")
 
     # R13
@@ -119,6 +127,8 @@ class Tags:
         await self._storage.put_content(repository.tag_metadata_file(tag), metadata)
         if tag == "latest":
             await self._storage.put_content(repository.file("json"), metadata)
+        if self._search is not None:
+            await self._search.register(repository.key)
 
     # R14
     async def delete_tag(self, repository: Repository, tag: str) -> None:
@@ -140,6 +150,8 @@ class Tags:
         for tag in await self._list(repository):
             await self._remove_tag(repository, tag)
         await self._storage.remove_tree(repository.directory)
+        if self._search is not None:
+            await self._search.remove(repository.key)
 
     # R16, R17
     async def repository_json(self, repository: Repository) -> Any | None:

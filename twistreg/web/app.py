@@ -23,14 +23,18 @@ from werkzeug.routing import BaseConverter, RequestRedirect
 
 from twistreg.config import Settings
 from twistreg.errors import RegistryError
-from twistreg.layout import Repository, parse_repository
+from twistreg.layout import Repository, image_key, parse_repository
+from twistreg.registry.auth import Authorizer, Token
 from twistreg.registry.documents import parse_json
-from twistreg.registry.images import Images
+from twistreg.registry.images import Images, not_found
 from twistreg.registry.index import Index, make_token
+from twistreg.registry.mirror import Mirror, UpstreamAnswer
+from twistreg.registry.search import SearchIndex
 from twistreg.registry.tags import DEFAULT_METADATA, Tags
 from twistreg.storage.interface import IStorage
 from twistreg.web import responses
-from twistreg.web.ranges import UNSATISFIABLE, parse_range
+from twistreg.web.layers import relay_layer, send_layer
+from twistreg.web.search import add_search_route
 
 log = Logger()
 
@@ -50,14 +54,22 @@ class RepositoryConverter(BaseConverter):
 
 @attrs.frozen
 class Registry:
-    """What the routes serve: the settings and the registry's rules over one storage."""
+    """
+    What the routes serve: the settings and the registry's rules over one storage.
+
+    @ivar mirror: the upstream registry, in mirror mode.
+    @ivar search: the search index, when search is on.
+    """
 
     settings: Settings
     storage: IStorage
+    auth: Authorizer
     images: Images
     tags: Tags
     index: Index
     clock: IReactorTime
+    mirror: Mirror | None = None
+    search: SearchIndex | None = None
 
 
 def _header(request: IRequest, name: bytes) -> str | None:
@@ -88,12 +100,24 @@ def _ping_body(settings: Settings) -> dict[str, Any]:
     return {"host": list(platform.uname()), "launch": sys.argv, "versions": versions}
 
 
+class _Upstream:
+    """A request as the mirror forwards it: the path and query as received, the headers."""
+
+    def __init__(self, request: IRequest) -> None:
+        self.path = request.uri.decode("latin-1")
+        self.headers = {
+            name.decode("latin-1"): values[0].decode("latin-1")
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
+
+
 def build_app(registry: Registry) -> Klein:
     """
-    A Klein app serving C{registry}; index routes are mounted in standalone mode only.
+    A Klein app serving C{registry}; index routes are mounted in standalone mode only, the
+    search route when search is on.
     """
-    settings = registry.settings
-    images, tags, _index = registry.images, registry.tags, registry.index
+    settings, auth, mirror = registry.settings, registry.auth, registry.mirror
+    images, tags = registry.images, registry.tags
     app = Klein()
     url_map = app.url_map
     url_map.merge_slashes = False
@@ -109,6 +133,25 @@ def build_app(registry: Registry) -> Klein:
             )
 
         return register
+
+    async def authorize(request: IRequest, repository: Repository | None = None) -> Token | None:
+        return await auth.authorize(
+            request.method.decode("ascii", "replace"), _header(request, b"Authorization"),
+            repository,
+        )
+
+    async def repository_of(request: IRequest, repo: str) -> Repository:
+        """The route's repository: the name checked first, then the client's rights to it."""
+        repository = parse_repository(repo)
+        await authorize(request, repository)
+        return repository
+
+    async def from_upstream(request: IRequest, **kwargs) -> UpstreamAnswer | None:
+        """Upstream's answer to this request, in mirror mode."""
+        if mirror is None:
+            return None
+        upstream = _Upstream(request)
+        return await mirror.fetch(upstream.path, upstream.headers, **kwargs)
 
     # R1, R2
     @route("/_ping", ["GET"])
@@ -130,35 +173,19 @@ def build_app(registry: Registry) -> Klein:
     # R3, R4
     @route("/v1/images/<image_id>/layer", ["GET"])
     async def get_layer(request: IRequest, image_id: str) -> bytes:
-        size = await images.check_layer(image_id)
+        await authorize(request)
+        size = await images.check_layer(image_id, _header(request, b"Authorization"))
+        if size is None:
+            if mirror is not None:
+                upstream = _Upstream(request)
+                layer = await mirror.layer(upstream.path, upstream.headers, image_id)
+                if layer is not None:
+                    return await relay_layer(request, layer, image_id, now())
+            raise not_found()
         if _modified_since(request):
             return responses.not_modified(request, now())
-        headers = request.responseHeaders
-        if settings.nginx_x_accel_redirect and settings.storage == "local":
-            responses.set_cacheable_headers(request, now(), b"application/octet-stream")
-            headers.setRawHeaders(b"Accept-Ranges", [b"bytes"])
-            headers.setRawHeaders(b"Content-Length", [b"0"])
-            target = f"{settings.nginx_x_accel_redirect}/images/{image_id}/layer"
-            headers.setRawHeaders(b"X-Accel-Redirect", [target.encode()])
-            return b""
-        span = parse_range(_header(request, b"Range"), size)
-        if span is UNSATISFIABLE:
-            request.setResponseCode(416)
-            headers.setRawHeaders(b"Content-Range", [b"bytes */%d" % size])
-            headers.setRawHeaders(b"Accept-Ranges", [b"bytes"])
-            headers.setRawHeaders(b"Content-Type", [b"application/octet-stream"])
-            headers.setRawHeaders(b"Content-Length", [b"0"])
-            return b""
-        first, last = span if span is not None else (0, size - 1)
-        responses.set_cacheable_headers(request, now(), b"application/octet-stream")
-        headers.setRawHeaders(b"Accept-Ranges", [b"bytes"])
-        headers.setRawHeaders(b"Content-Length", [b"%d" % (last - first + 1)])
-        if span is not None:
-            request.setResponseCode(206)
-            headers.setRawHeaders(b"Content-Range", [b"bytes %d-%d/%d" % (first, last, size)])
-        if request.method != b"HEAD" and last >= first:
-            await images.stream_layer(image_id, request, first, last - first + 1)
-        return b""
+        return await send_layer(request, images, settings, image_id, size, now(),
+                                _header(request, b"Range"))
 
     @route("/v1/images/<image_id>/layer", ["PUT"])
     async def put_layer(request: IRequest, image_id: str) -> bytes:
@@ -168,13 +195,21 @@ def build_app(registry: Registry) -> Klein:
     # R5
     @route("/v1/images/<image_id>/checksum", ["PUT"])
     async def put_checksum(request: IRequest, image_id: str) -> bytes:
+        await authorize(request)
         await images.put_checksum(image_id, _header(request, b"X-Docker-Checksum-Payload"))
         return responses.json_body(request, True)
 
     # R6, R8
     @route("/v1/images/<image_id>/json", ["GET"])
     async def get_image_json(request: IRequest, image_id: str) -> bytes:
-        await images.check_json(image_id)
+        await authorize(request)
+        if not await images.check_json(image_id, _header(request, b"Authorization")):
+            answer = await stored_from_upstream(request, image_id, "json")
+            for name in ("X-Docker-Size", "X-Docker-Checksum-Payload"):
+                values = answer.headers.get(name.lower())
+                if values:
+                    request.responseHeaders.setRawHeaders(name, list(values))
+            return responses.cacheable_body(request, now(), answer.body)
         if _modified_since(request):
             return responses.not_modified(request, now())
         body, size, checksums = await images.get_json(image_id)
@@ -186,15 +221,30 @@ def build_app(registry: Registry) -> Klein:
             )
         return responses.cacheable_body(request, now(), body)
 
+    async def stored_from_upstream(request: IRequest, image_id: str, name: str) -> UpstreamAnswer:
+        """R6/R7 in mirror mode: upstream's document, kept; else the local 404."""
+        answer = None
+        if mirror is not None:
+            upstream = _Upstream(request)
+            answer = await mirror.fetch_and_store(
+                upstream.path, upstream.headers, image_key(image_id, name))
+        if answer is None:
+            raise not_found()
+        return answer
+
     @route("/v1/images/<image_id>/json", ["PUT"])
     async def put_image_json(request: IRequest, image_id: str) -> bytes:
-        await images.put_json(image_id, _body(request))
+        token = await authorize(request)
+        await images.put_json(image_id, _body(request), token, _header(request, b"Authorization"))
         return responses.json_body(request, True)
 
     # R7
     @route("/v1/images/<image_id>/ancestry", ["GET"])
     async def get_ancestry(request: IRequest, image_id: str) -> bytes:
-        await images.check_ancestry(image_id)
+        await authorize(request)
+        if not await images.check_ancestry(image_id):
+            answer = await stored_from_upstream(request, image_id, "ancestry")
+            return responses.cacheable_body(request, now(), answer.body)
         if _modified_since(request):
             return responses.not_modified(request, now())
         ancestry = await images.get_ancestry(image_id)
@@ -203,14 +253,16 @@ def build_app(registry: Registry) -> Klein:
     # R9, R10
     @route("/v1/images/<image_id>/files", ["GET"])
     async def get_files(request: IRequest, image_id: str) -> bytes:
-        await images.check_files(image_id, "_files")
+        await authorize(request)
+        await images.check_files(image_id, "_files", _header(request, b"Authorization"))
         if _modified_since(request):
             return responses.not_modified(request, now())
         return responses.cacheable_body(request, now(), await images.get_files(image_id))
 
     @route("/v1/images/<image_id>/diff", ["GET"])
     async def get_diff(request: IRequest, image_id: str) -> bytes:
-        await images.check_files(image_id, "_diff")
+        await authorize(request)
+        await images.check_files(image_id, "_diff", _header(request, b"Authorization"))
         if _modified_since(request):
             return responses.not_modified(request, now())
         return responses.cacheable_body(request, now(), await images.get_diff(image_id))
@@ -218,60 +270,82 @@ def build_app(registry: Registry) -> Klein:
     # R17, R12, R13, R14
     @route("/v1/repositories/<repo:repo>/tags/<tag>/json", ["GET"])
     async def get_tag_json(request: IRequest, repo: str, tag: str) -> bytes:
-        metadata = await tags.tag_json(parse_repository(repo), tag)
+        metadata = await tags.tag_json(await repository_of(request, repo), tag)
         return responses.json_body(request, DEFAULT_METADATA if metadata is None else metadata)
 
     @route("/v1/repositories/<repo:repo>/tags/<tag>", ["GET"])
     async def get_tag(request: IRequest, repo: str, tag: str) -> bytes:
-        return responses.json_body(request, await tags.get_tag(parse_repository(repo), tag))
+        image_id = await tags.get_tag(await repository_of(request, repo), tag)
+        if image_id is not None:
+            return responses.json_body(request, image_id)
+        answer = await from_upstream(request)
+        if answer is None:
+            raise RegistryError(404, "Tag not found")
+        return responses.raw_json_body(request, answer.body)
 
     @route("/v1/repositories/<repo:repo>/tags/<tag>", ["PUT"])
     async def put_tag(request: IRequest, repo: str, tag: str) -> bytes:
+        repository = await repository_of(request, repo)
         user_agent = _header(request, b"User-Agent") or ""
-        await tags.put_tag(parse_repository(repo), tag, _body(request), user_agent)
+        await tags.put_tag(repository, tag, _body(request), user_agent)
         return responses.json_body(request, True)
 
     @route("/v1/repositories/<repo:repo>/tags/<tag>", ["DELETE"])
     async def delete_tag(request: IRequest, repo: str, tag: str) -> bytes:
-        await tags.delete_tag(parse_repository(repo), tag)
+        await tags.delete_tag(await repository_of(request, repo), tag)
         return responses.json_body(request, True)
 
     # R11, R15
     @route("/v1/repositories/<repo:repo>/tags", ["GET"])
     async def list_tags(request: IRequest, repo: str) -> bytes:
-        return responses.json_body(request, await tags.list_tags(parse_repository(repo)))
+        listing = await tags.list_tags(await repository_of(request, repo))
+        if listing is not None:
+            return responses.json_body(request, listing)
+        answer = await from_upstream(request)
+        if answer is None:
+            raise RegistryError(404, "Repository not found")
+        return responses.raw_json_body(request, answer.body)
 
     @route("/v1/repositories/<repo:repo>/tags", ["DELETE"])
     @route("/v1/repositories/<repo:repo>", ["DELETE"])
     async def delete_repository(request: IRequest, repo: str) -> bytes:
-        await tags.delete_repository(parse_repository(repo))
+        await tags.delete_repository(await repository_of(request, repo))
         return responses.json_body(request, True)
 
     # R16
     @route("/v1/repositories/<repo:repo>/json", ["GET"])
     async def repository_json(request: IRequest, repo: str) -> bytes:
-        metadata = await tags.repository_json(parse_repository(repo))
-        return responses.json_body(request, DEFAULT_METADATA if metadata is None else metadata)
+        metadata = await tags.repository_json(await repository_of(request, repo))
+        if metadata is not None:
+            return responses.json_body(request, metadata)
+        if mirror is None:
+            return responses.json_body(request, DEFAULT_METADATA)
+        answer = await from_upstream(request)
+        if answer is None:
+            return responses.json_body(request, DEFAULT_METADATA, 404)
+        return responses.raw_json_body(request, answer.body)
 
     # R18, R19
     @route("/v1/repositories/<repo:repo>/properties", ["PUT"])
     async def put_properties(request: IRequest, repo: str) -> bytes:
-        await tags.set_access(parse_repository(repo), _body(request))
+        await tags.set_access(await repository_of(request, repo), _body(request))
         return responses.json_body(request, True)
 
     @route("/v1/repositories/<repo:repo>/properties", ["GET"])
     async def get_properties(request: IRequest, repo: str) -> bytes:
-        access = await tags.get_access(parse_repository(repo))
+        access = await tags.get_access(await repository_of(request, repo))
         return responses.json_body(request, {"access": access})
 
     if settings.standalone:
-        _add_index_routes(route, registry)
+        _add_index_routes(route, registry, from_upstream)
+    if registry.search is not None:
+        add_search_route(route, registry.search, from_upstream if mirror else None)
 
     _add_error_handlers(app)
     return app
 
 
-def _add_index_routes(route: Callable, registry: Registry) -> None:
+def _add_index_routes(route: Callable, registry: Registry, from_upstream: Callable) -> None:
     """R20–R25: the index a standalone registry emulates for docker 1.x."""
     settings, index = registry.settings, registry.index
 
@@ -293,8 +367,18 @@ def _add_index_routes(route: Callable, registry: Registry) -> None:
     async def get_repository_images(request: IRequest, repo: str) -> bytes:
         repository = parse_repository(repo)
         body = await index.get_images(repository)
-        token_headers(request, repository, "read")
-        return responses.raw_json_body(request, body)
+        if body is not None:
+            token_headers(request, repository, "read")
+            return responses.raw_json_body(request, body)
+        answer = await from_upstream(request, index=True)
+        if answer is None:
+            raise RegistryError(404, "images not found")
+        for name in ("X-Docker-Token", "WWW-Authenticate"):
+            values = answer.headers.get(name.lower())
+            if values:
+                request.responseHeaders.setRawHeaders(name, list(values))
+        request.setHeader(b"X-Docker-Endpoints", _endpoints(request, settings).encode())
+        return responses.raw_json_body(request, answer.body)
 
     @route("/v1/repositories/<repo:repo>/images", ["DELETE"])
     def delete_repository_images(request: IRequest, repo: str) -> bytes:

@@ -1,0 +1,20 @@
+"""C{python -m twistreg <command>}: administration commands beside C{twist twistreg}."""
+
+from __future__ import annotations
+
+import argparse
+
+from twistreg import reindex
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the command it names."""
+    parser = argparse.ArgumentParser(prog="python -m twistreg")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True)
+    reindex.add_command(commands)
+    options = parser.parse_args(argv)
+    options.run(options)
+
+
+if __name__ == "__main__":
+    main()

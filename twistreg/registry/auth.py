@@ -1,0 +1,263 @@
+# -*- test-case-name: tests.test_auth -*-
+"""
+Who may do what (V1-API.md §5): open access in standalone mode, tokens validated by the index
+otherwise, and the index's word on private repositories and parent images.
+
+Index answers are cached for C{token_cache_ttl} seconds, so a pull of thirty layers costs one
+round trip, not thirty.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import unquote_plus
+
+import attrs
+from treq.client import HTTPClient
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from twistreg.config import Settings
+from twistreg.errors import RegistryError
+from twistreg.layout import Repository, quote
+from twistreg.storage.interface import IStorage
+
+log = Logger()
+
+_PAIRS = re.compile(r'(\w+)[:=][\s"]?([^",]+)"?')
+_ACCESS_METHODS = {
+    "write": ("PUT", "POST"),
+    "read": ("GET", "HEAD"),
+    "delete": ("DELETE",),
+}
+
+
+def _unauthorized() -> RegistryError:
+    return RegistryError(401, "Requires authorization", {"WWW-Authenticate": "Token"})
+
+
+def _unreachable() -> RegistryError:
+    return RegistryError(502, "Index unreachable")
+
+
+def token_pairs(authorization: str) -> dict[str, str]:
+    """The key/value pairs of an C{Authorization} value; the last duplicate wins."""
+    return dict(_PAIRS.findall(authorization))
+
+
+def repository_from_key(key: str) -> Repository:
+    """
+    The repository a token's C{repository} names: a repository key, whose name part is
+    quoted once already.
+    """
+    namespace, sep, name = key.partition("/")
+    if not sep:
+        namespace, name = "library", namespace
+    return Repository(namespace, unquote_plus(name))
+
+
+@attrs.frozen
+class Token:
+    """A token that passed the checks: the repository key it names and its raw header."""
+
+    repository: str
+    authorization: str
+
+
+class IndexUnreachable(Exception):
+    """The index did not answer in time, or could not be connected to."""
+
+
+class IndexClient:
+    """
+    The two index calls a registry makes, with the client's C{Authorization} forwarded.
+
+    @param http: a treq client (its agent verifies TLS).
+    @param timeout: seconds for a whole call, answer body included.
+    """
+
+    def __init__(self, endpoint: str, http: HTTPClient, clock: IReactorTime, timeout: float):
+        self._endpoint = endpoint
+        self._http = http
+        self._clock = clock
+        self._timeout = timeout
+
+    async def _get_json(self, path: str, authorization: str) -> tuple[int, Any]:
+        async def call() -> tuple[int, Any]:
+            response = await self._http.get(
+                self._endpoint + path, headers={"Authorization": authorization}
+            )
+            body = await response.content()
+            try:
+                return response.code, json.loads(body)
+            except ValueError:
+                return response.code, None
+
+        try:
+            return await defer.ensureDeferred(call()).addTimeout(self._timeout, self._clock)
+        except Exception as error:
+            log.warn("index call {path} failed: {error!r}", path=path, error=error)
+            raise IndexUnreachable() from None
+
+    async def repository_images(self, repository_key: str, authorization: str) -> list | None:
+        """The image ids the index lists for a repository, or None when it says no."""
+        code, images = await self._get_json(f"/v1/repositories/{repository_key}/images",
+                                            authorization)
+        if code != 200 or not isinstance(images, list):
+            return None
+        if not all(isinstance(i, dict) and "id" in i for i in images):
+            return None
+        return [i["id"] for i in images]
+
+    async def layer_access(self, repository_key: str, image_id: str, authorization: str) -> bool:
+        """Whether the index grants access to an image of a repository."""
+        code, answer = await self._get_json(
+            f"/v1/repositories/{repository_key}/layer/{image_id}/access", authorization)
+        return code == 200 and isinstance(answer, dict) and answer.get("access") is True
+
+
+class _TTLCache:
+    """Keys remembered for a while; enough for a few thousand clients."""
+
+    def __init__(self, clock: IReactorTime, ttl: float, limit: int = 10000) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._limit = limit
+        self._expiry: dict[tuple, float] = {}
+
+    def __contains__(self, key: tuple) -> bool:
+        expiry = self._expiry.get(key)
+        if expiry is None:
+            return False
+        if expiry <= self._clock.seconds():
+            del self._expiry[key]
+            return False
+        return True
+
+    def add(self, key: tuple) -> None:
+        if self._ttl <= 0:
+            return
+        if len(self._expiry) >= self._limit:
+            now = self._clock.seconds()
+            self._expiry = {k: e for k, e in self._expiry.items() if e > now}
+            if len(self._expiry) >= self._limit:
+                self._expiry.clear()
+        self._expiry[key] = self._clock.seconds() + self._ttl
+
+
+class Authorizer:
+    """
+    The access rules of §5 for one registry.
+
+    @param index: the index client; None when C{standalone} is true (no index is ever asked).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: IStorage,
+        clock: IReactorTime,
+        index: IndexClient | None,
+    ) -> None:
+        self._storage = storage
+        self._index = index
+        self.standalone = settings.standalone
+        self.token_mode = not settings.standalone and not settings.disable_token_auth
+        self._tokens = _TTLCache(clock, settings.token_cache_ttl)
+        self._access = _TTLCache(clock, settings.token_cache_ttl)
+
+    async def authorize(
+        self, method: str, authorization: str | None, repository: Repository | None
+    ) -> Token | None:
+        """
+        §5.2 for a protected route: the validated token in token mode, None in open modes.
+
+        @param repository: the route's repository; None on image routes.
+        @raise RegistryError: 401, or 502 when the index cannot be asked.
+        """
+        if not self.token_mode:
+            return None
+        assert self._index is not None
+        if not authorization or authorization.split(" ", 1)[0].lower() != "token":
+            raise _unauthorized()
+        pairs = token_pairs(authorization)
+        if not pairs:
+            raise _unauthorized()
+        token_repository = pairs.get("repository")
+        if repository is not None and repository.key != token_repository:
+            raise _unauthorized()
+        allowed = _ACCESS_METHODS.get(pairs.get("access", ""))
+        if allowed is not None and method not in allowed:
+            raise _unauthorized()
+        if token_repository is None or token_repository.count("/") != 1:
+            raise _unauthorized()
+        key = (authorization, token_repository)
+        if key not in self._tokens:
+            try:
+                images = await self._index.repository_images(token_repository, authorization)
+            except IndexUnreachable:
+                raise _unreachable() from None
+            if images is None:
+                raise _unauthorized()
+            listing = repository_from_key(token_repository).file("_images_list")
+            await self._storage.put_content(listing, json.dumps(images).encode())
+            self._tokens.add(key)
+        return Token(token_repository, authorization)
+
+    async def image_in_repository(self, token: Token | None, image_id: str) -> None:
+        """R8 step 6, token mode only: the index must have listed the image."""
+        if token is None:
+            return
+        listing = repository_from_key(token.repository).file("_images_list")
+        try:
+            images = json.loads(await self._storage.get_content(listing))
+        except Exception:
+            images = []
+        if not isinstance(images, list) or image_id not in images:
+            raise RegistryError(400, "This image does not belong to the repository")
+
+    async def check_private(self, authorization: str | None, image_id: str) -> None:
+        """
+        §5.4 private check (R3, R6, R9, R10): a private repository's images are served only
+        when the index grants access.  404 C{Image not found} when it does not.
+        """
+        if self.standalone or not authorization:
+            return
+        key = token_pairs(authorization).get("repository")
+        if key is None:
+            return
+        namespace, sep, rest = key.partition("/")
+        if not sep:
+            namespace, rest = "library", namespace
+        marker = f"repositories/{quote(namespace)}/{quote(rest)}/_private"
+        if not await self._storage.exists(marker):
+            return
+        if not await self._granted(authorization, key, image_id):
+            raise RegistryError(404, "Image not found")
+
+    async def check_parent(self, authorization: str | None, parent_id: str) -> None:
+        """§5.4 parent check (R8 step 8): the client must have access to the parent image."""
+        if self.standalone:
+            return
+        key = token_pairs(authorization or "").get("repository")
+        if key is None or not await self._granted(authorization or "", key, parent_id):
+            raise RegistryError(400, "Image depends on an unauthorized parent")
+
+    async def _granted(self, authorization: str, key: str, image_id: str) -> bool:
+        """The access endpoint's answer, positive answers cached."""
+        if authorization.split(" ", 1)[0].lower() != "token" or key.count("/") != 1:
+            return False
+        cache_key = (authorization, key, image_id)
+        if cache_key in self._access:
+            return True
+        assert self._index is not None
+        try:
+            granted = await self._index.layer_access(key, image_id, authorization)
+        except IndexUnreachable:
+            raise _unreachable() from None
+        if granted:
+            self._access.add(cache_key)
+        return granted

@@ -1,0 +1,80 @@
+# -*- test-case-name: tests.test_uploads -*-
+"""
+Sending layers: from storage with the contract's Range rules (R3), or relayed from a
+mirror's upstream while it is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from twistreg.config import Settings
+from twistreg.registry.images import Images
+from twistreg.registry.mirror import UpstreamLayer
+from twistreg.web import responses
+from twistreg.web.ranges import UNSATISFIABLE, parse_range
+
+log = Logger()
+
+
+def _layer_headers(request: IRequest, now: float, length: int | None) -> None:
+    responses.set_cacheable_headers(request, now, b"application/octet-stream")
+    request.setHeader(b"Accept-Ranges", b"bytes")
+    if length is not None:
+        request.setHeader(b"Content-Length", b"%d" % length)
+
+
+async def _sending(request: IRequest, transfer: Awaitable[None], image_id: str) -> None:
+    """
+    Wait for a body being sent; when it breaks off after the headers went out, drop the
+    connection so that the client sees a short body instead of an error glued to it.
+    """
+    try:
+        await transfer
+    except defer.CancelledError:
+        raise
+    except Exception:
+        log.failure("sending layer {image_id} failed", image_id=image_id)
+        request.transport.abortConnection()
+
+
+async def send_layer(
+    request: IRequest, images: Images, settings: Settings, image_id: str, size: int,
+    now: float, range_header: str | None,
+) -> bytes:
+    """R3 from step 7 on: X-Accel-Redirect, then the ranged or whole layer."""
+    if settings.nginx_x_accel_redirect and settings.storage == "local":
+        _layer_headers(request, now, 0)
+        target = f"{settings.nginx_x_accel_redirect}/images/{image_id}/layer"
+        request.setHeader(b"X-Accel-Redirect", target.encode())
+        return b""
+    span = parse_range(range_header, size)
+    if span is UNSATISFIABLE:
+        request.setResponseCode(416)
+        request.setHeader(b"Content-Range", b"bytes */%d" % size)
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        request.setHeader(b"Content-Length", b"0")
+        return b""
+    first, last = span if span is not None else (0, size - 1)
+    _layer_headers(request, now, last - first + 1)
+    if span is not None:
+        request.setResponseCode(206)
+        request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (first, last, size))
+    if request.method != b"HEAD" and last >= first:
+        await _sending(
+            request, images.stream_layer(image_id, request, first, last - first + 1), image_id
+        )
+    return b""
+
+
+async def relay_layer(request: IRequest, upstream: UpstreamLayer, image_id: str,
+                      now: float) -> bytes:
+    """R3 in mirror mode: upstream's layer, kept once it arrived whole (no Range applied)."""
+    _layer_headers(request, now, upstream.size)
+    await _sending(request, defer.ensureDeferred(upstream.relay(request)), image_id)
+    return b""
