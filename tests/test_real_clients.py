@@ -1,0 +1,115 @@
+"""
+Published V1 clients against the real server: the PyPI C{docker-registry-client} (metadata
+routes, tags) and the npm C{docker-registry-client} (reads with docker's token handshake,
+layer streaming, search).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+
+import pytest
+
+from tests.test_push_pull import BASE, CHILD, make_layer, push_image
+
+LAYERS = {BASE: make_layer({"a": b"base"}), CHILD: make_layer({"b": b"child" * 20000})}
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    from tests.server import Server
+
+    tmp = tmp_path_factory.mktemp("clients")
+    running = Server(tmp, tmp / "storage").start()
+    push_image(running, BASE, json.dumps({"id": BASE}).encode(), LAYERS[BASE])
+    push_image(running, CHILD, json.dumps({"id": CHILD, "parent": BASE}).encode(),
+               LAYERS[CHILD])
+    running.request("PUT", "/v1/repositories/foo/bar/tags/latest", json.dumps(CHILD).encode())
+    running.request("PUT", "/v1/repositories/foo/bar/images",
+                    json.dumps([{"id": BASE}, {"id": CHILD}]).encode())
+    yield running
+    running.stop()
+
+
+def test_pypi_client(pushed):
+    client_module = pytest.importorskip("docker_registry_client")
+    client = client_module.DockerRegistryClient(f"http://127.0.0.1:{pushed.port}")
+    assert client.api_version == 1  # chosen because /v2/ is 404
+    assert client.namespaces() == ["foo"]
+    base = client._base_client
+    assert base.get_repository_tags("foo", "bar") == {"latest": CHILD}
+    assert base.get_image_id("foo", "bar", "latest") == CHILD
+    assert base.get_image_ancestry(CHILD) == [CHILD, BASE]
+    assert base.set_tag("foo", "bar", "v2", BASE)
+    assert base.get_repository_tags("foo", "bar") == {"latest": CHILD, "v2": BASE}
+    assert base.delete_repository_tag("foo", "bar", "v2")
+    assert base.search("bar")["results"] == [{"description": "", "name": "foo/bar"}]
+
+
+@pytest.fixture(scope="module")
+def npm_client(tmp_path_factory):
+    if shutil.which("npm") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("npm is missing")
+        pytest.skip("npm is not installed")
+    directory = tmp_path_factory.mktemp("npm")
+    subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund",
+                    "docker-registry-client@3.4.0"], cwd=directory, check=True, timeout=300,
+                   capture_output=True)
+    return directory
+
+
+def test_npm_client_pull(pushed, npm_client):
+    script = npm_client / "pull.js"
+    script.write_text(textwrap.dedent(f"""
+        var drc = require('docker-registry-client');
+        var crypto = require('crypto');
+        var log = require('bunyan').createLogger({{name: 'test', level: 'fatal'}});
+        var client = drc.createClientV1({{name: '127.0.0.1:{pushed.port}/foo/bar',
+                                          insecure: true, log: log}});
+        var out = {{layers: {{}}}};
+        function fail(err) {{ console.error(err.message); process.exit(1); }}
+        client.listRepoImgs(function (err, imgs) {{
+          if (err) return fail(err);
+          out.images = imgs;
+          client.listRepoTags(function (err, tags) {{
+            if (err) return fail(err);
+            out.tags = tags;
+            client.getImgAncestry({{imgId: tags.latest}}, function (err, ancestry) {{
+              if (err) return fail(err);
+              out.ancestry = ancestry;
+              var left = ancestry.length;
+              ancestry.forEach(function (id) {{
+                client.getImgLayerStream({{imgId: id}}, function (err, stream) {{
+                  if (err) return fail(err);
+                  var hash = crypto.createHash('sha256');
+                  stream.on('data', function (d) {{ hash.update(d); }});
+                  stream.on('end', function () {{
+                    out.layers[id] = hash.digest('hex');
+                    if (--left === 0) client.search({{term: 'bar'}}, function (err, res) {{
+                      if (err) return fail(err);
+                      out.search = res;
+                      console.log(JSON.stringify(out));
+                      client.close();
+                    }});
+                  }});
+                  stream.resume();
+                }});
+              }});
+            }});
+          }});
+        }});
+    """))
+    result = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["images"] == [{"id": BASE}, {"id": CHILD}]
+    assert out["tags"] == {"latest": CHILD}
+    assert out["ancestry"] == [CHILD, BASE]
+    assert out["layers"] == {i: hashlib.sha256(data).hexdigest() for i, data in LAYERS.items()}
+    assert out["search"]["results"] == [{"description": "", "name": "foo/bar"}]
