@@ -192,3 +192,19 @@ def wait_until(predicate, timeout: float = 10) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.05)
+
+
+def unix_get(path: str, target: str = "/v1/_ping") -> bytes:
+    """An HTTP/1.0 GET over a UNIX socket; the whole answer, headers included."""
+    import socket
+
+    client = socket.socket(socket.AF_UNIX)
+    try:
+        client.connect(path)
+        client.sendall(f"GET {target} HTTP/1.0\r\n\r\n".encode())
+        answer = b""
+        while data := client.recv(65536):
+            answer += data
+        return answer
+    finally:
+        client.close()

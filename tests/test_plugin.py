@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.server import Server, plugin_path
+from tests.server import Server, plugin_path, unix_get
 
 
 def test_help_lists_the_options(tmp_path):
@@ -48,12 +48,7 @@ def test_unix_socket_and_second_listener(tmp_path, storage):
                      listen=("--listen", "tcp:0:interface=127.0.0.1")).start()
     try:
         assert running.request("GET", "/v1/_ping").status == 200
-        client = socket.socket(socket.AF_UNIX)
-        client.connect(str(sock_path))
-        client.sendall(b"GET /v1/_ping HTTP/1.0\r\n\r\n")
-        answer = b""
-        while data := client.recv(65536):
-            answer += data
+        answer = unix_get(str(sock_path))
         assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"{}")
     finally:
         running.stop()

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.server import Server, plugin_path
+from tests.server import Server, plugin_path, unix_get
 
 MIB = 1 << 20
 # Debug mode: every answer names its worker (X-Twistreg-Worker).
@@ -267,14 +267,7 @@ def test_unix_and_tls_listeners_survive_reloads_and_logs_reopen(pool, tmp_path):
     tls_port = int(re.findall(r"serving .* on 127\.0\.0\.1:(\d+)", server.text())[1])
 
     def over_unix() -> bytes:
-        client = socket.socket(socket.AF_UNIX)
-        client.connect(str(sock_path))
-        client.sendall(b"GET /v1/_ping HTTP/1.0\r\n\r\n")
-        answer = b""
-        while data := client.recv(65536):
-            answer += data
-        client.close()
-        return answer
+        return unix_get(str(sock_path))
 
     def over_tls() -> int:
         context = ssl.create_default_context(cafile=str(cert))

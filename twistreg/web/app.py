@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Awaitable
 from typing import Any, Callable
 
 import attrs
@@ -251,21 +252,22 @@ def build_app(registry: Registry) -> Klein:
         return responses.cacheable_body(request, now(), responses.render_json(ancestry))
 
     # R9, R10
-    @route("/v1/images/<image_id>/files", ["GET"])
-    async def get_files(request: IRequest, image_id: str) -> bytes:
+    async def layer_listing(request: IRequest, image_id: str, cache: str,
+                            compute: Callable[[str], Awaitable[bytes]]) -> bytes:
+        """R9 and R10 differ only in what they compute from the layer and cache."""
         await authorize(request)
-        await images.check_files(image_id, "_files", _header(request, b"Authorization"))
+        await images.check_files(image_id, cache, _header(request, b"Authorization"))
         if _modified_since(request):
             return responses.not_modified(request, now())
-        return responses.cacheable_body(request, now(), await images.get_files(image_id))
+        return responses.cacheable_body(request, now(), await compute(image_id))
+
+    @route("/v1/images/<image_id>/files", ["GET"])
+    async def get_files(request: IRequest, image_id: str) -> bytes:
+        return await layer_listing(request, image_id, "_files", images.get_files)
 
     @route("/v1/images/<image_id>/diff", ["GET"])
     async def get_diff(request: IRequest, image_id: str) -> bytes:
-        await authorize(request)
-        await images.check_files(image_id, "_diff", _header(request, b"Authorization"))
-        if _modified_since(request):
-            return responses.not_modified(request, now())
-        return responses.cacheable_body(request, now(), await images.get_diff(image_id))
+        return await layer_listing(request, image_id, "_diff", images.get_diff)
 
     # R17, R12, R13, R14
     @route("/v1/repositories/<repo:repo>/tags/<tag>/json", ["GET"])
