@@ -24,14 +24,21 @@ class RegistryResource(KleinResource):
 
     def render(self, request: IRequest):
         if getattr(request, "body_too_large", False):
-            return responses.json_body(request, {"error": "Request body too large"}, 413)
+            return _early_error(request, 413, "Request body too large")
+        path = b"/".join(request.postpath)
         try:
-            b"/".join(request.postpath).decode("utf-8")
+            path.decode("utf-8")
         except UnicodeDecodeError:
-            if b"/".join(request.postpath).startswith(b"v1/repositories/"):
-                return responses.json_body(request, {"error": "Invalid repository name"}, 400)
-            return responses.json_body(request, {"error": "Not found"}, 404)
+            if path.startswith(b"v1/repositories/"):
+                return _early_error(request, 400, "Invalid repository name")
+            return _early_error(request, 404, "Not found")
         return super().render(request)
+
+
+def _early_error(request: IRequest, status: int, message: str) -> bytes:
+    """An error answered before routing; HEAD gets the same headers and no body."""
+    body = responses.json_body(request, {"error": message}, status)
+    return b"" if request.method == b"HEAD" else body
 
 
 def registry_resource(registry: Registry) -> RegistryResource:
