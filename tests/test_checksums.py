@@ -140,3 +140,55 @@ def test_tarsum_not_a_tar() -> None:
     """An unreadable layer raises the same error as the file list."""
     with pytest.raises(LayerFormatError):
         sum_of(b"{}", b"not a tar" * 100)
+
+
+class _ThreadCalls:
+    """A reactor stand-in that runs what threads hand it when the test says so."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.calls: queue.SimpleQueue = queue.SimpleQueue()
+
+    def callFromThread(self, f, *args) -> None:
+        self.calls.put((f, args))
+
+    def run_one(self, timeout: float = 10) -> None:
+        f, args = self.calls.get(timeout=timeout)
+        f(*args)
+
+
+def test_background_hasher_applies_back_pressure():
+    from twistreg.checksums import BackgroundPayloadHasher
+
+    reactor = _ThreadCalls()
+    hasher = BackgroundPayloadHasher(reactor, b"json", limit=1)
+    wait = hasher.update(b"a" * 600)
+    assert wait is not None
+    reactor.run_one()  # the thread caught up
+    assert wait.called
+
+
+def test_background_hasher_checksum():
+    from twisted.internet.defer import ensureDeferred
+
+    from twistreg.checksums import BackgroundPayloadHasher, payload_checksum
+
+    reactor = _ThreadCalls()
+    hasher = BackgroundPayloadHasher(reactor, b"json", limit=10**9)
+    layer = bytes(range(256)) * 5000
+    for i in range(0, len(layer), 4096):
+        assert hasher.update(layer[i : i + 4096]) is None
+    result = ensureDeferred(hasher.checksum())
+    reactor.run_one()
+    assert result.result == payload_checksum(b"json", layer)
+
+
+def test_background_hasher_stop_ends_the_thread():
+    from twistreg.checksums import BackgroundPayloadHasher
+
+    reactor = _ThreadCalls()
+    hasher = BackgroundPayloadHasher(reactor, b"json")
+    hasher.update(b"x" * 100)
+    hasher.stop()
+    reactor.run_one()  # the thread says it finished

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import queue
 import tarfile
+import threading
 from typing import BinaryIO
+
+from twisted.internet import defer
 
 from twistreg.registry.layerfiles import open_layer
 
@@ -49,6 +53,65 @@ class PayloadHasher:
     def checksum(self) -> str:
         """The value stored in C{_checksum} and compared verbatim by R5."""
         return "sha256:" + self._sha.hexdigest()
+
+
+class BackgroundPayloadHasher:
+    """
+    The payload checksum computed in a thread of its own while the reactor receives and
+    writes the layer: hashlib releases the GIL on large buffers, so the hash runs beside
+    the rest instead of after it.
+
+    At most C{limit} bytes wait to be hashed; past that, L{update} returns a Deferred that
+    fires when the thread has caught up, so the caller can pause the client.
+
+    @param reactor: where the thread's news is delivered (C{callFromThread}).
+    """
+
+    def __init__(self, reactor, image_json: bytes, limit: int = 4 * _CHUNK) -> None:
+        self._reactor = reactor
+        self._hasher = PayloadHasher(image_json)
+        self._limit = limit
+        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._stopped = False
+        self._caught_up: defer.Deferred[None] | None = None
+        self._finished: defer.Deferred[None] = defer.Deferred()
+        threading.Thread(target=self._run, name="twistreg-hash", daemon=True).start()
+
+    def update(self, chunk: bytes) -> defer.Deferred[None] | None:
+        """Queue C{chunk}; a Deferred result asks the caller to wait for it."""
+        with self._lock:
+            # Counted before the thread can see it, so the count never goes below zero.
+            self._queued += len(chunk)
+            waiting = self._queued > self._limit
+            if waiting and self._caught_up is None:
+                self._caught_up = defer.Deferred()
+            caught_up = self._caught_up if waiting else None
+        self._chunks.put(chunk)
+        return caught_up
+
+    async def checksum(self) -> str:
+        """The checksum, once every queued chunk is hashed."""
+        self._chunks.put(None)
+        await self._finished
+        return self._hasher.checksum()
+
+    def stop(self) -> None:
+        """Forget the rest: the thread ends without hashing what is queued."""
+        self._stopped = True
+        self._chunks.put(None)
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if not self._stopped:
+                self._hasher.update(chunk)
+            with self._lock:
+                self._queued -= len(chunk)
+                if self._caught_up is not None and self._queued <= self._limit // 2:
+                    caught_up, self._caught_up = self._caught_up, None
+                    self._reactor.callFromThread(caught_up.callback, None)
+        self._reactor.callFromThread(self._finished.callback, None)
 
 
 def payload_checksum(image_json: bytes, layer: bytes) -> str:

@@ -15,7 +15,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
-from twistreg.checksums import PayloadHasher
+from twistreg.checksums import BackgroundPayloadHasher
 from twistreg.errors import RegistryError
 from twistreg.layout import image_key, is_image_id, require_image_id
 from twistreg.registry import layerfiles
@@ -54,23 +54,27 @@ class LayerUpload:
     the body and calls L{commit} when the body is complete, or L{abort}.
     """
 
-    def __init__(self, storage: IStorage, image_id: str, image_json: bytes, writer: IWriter):
+    def __init__(
+        self, storage: IStorage, image_id: str, writer: IWriter, hasher: BackgroundPayloadHasher
+    ) -> None:
         self._storage = storage
         self._image_id = image_id
         self._writer = writer
-        self._hasher = PayloadHasher(image_json)
+        self._hasher = hasher
         self.size = 0
 
-    def write(self, data: bytes) -> defer.Deferred[None] | None:
+    def write(self, data: bytes) -> defer.Deferred | None:
         """Hash and store one piece of the body; a Deferred result asks for a pause."""
-        self._hasher.update(data)
         self.size += len(data)
-        return self._writer.write(data)
+        waits = [w for w in (self._hasher.update(data), self._writer.write(data)) if w]
+        if not waits:
+            return None
+        return waits[0] if len(waits) == 1 else defer.gatherResults(waits)
 
     async def commit(self) -> None:
         """Publish the layer, then its C{_checksum}."""
+        checksum = await self._hasher.checksum()
         await self._writer.commit()
-        checksum = self._hasher.checksum()
         await self._storage.put_content(
             image_key(self._image_id, "_checksum"), json.dumps([checksum]).encode()
         )
@@ -83,6 +87,7 @@ class LayerUpload:
 
     def abort(self) -> None:
         """Forget the body: the stored layer, if any, is unchanged."""
+        self._hasher.stop()
         self._writer.abort()
 
 
@@ -187,7 +192,8 @@ class Images:
         ):
             raise RegistryError(409, "Image already exists")
         writer = await self._storage.open_writer(image_key(image_id, "layer"))
-        return LayerUpload(self._storage, image_id, image_json, writer)
+        hasher = BackgroundPayloadHasher(self._reactor, image_json)
+        return LayerUpload(self._storage, image_id, writer, hasher)
 
     # R5
     async def put_checksum(self, image_id: str, payload_checksum: str | None) -> None:
