@@ -423,6 +423,8 @@ class Arbiter:
         launcher needs.
     @param on_fatal: called with a L{FatalError} when the application cannot load at all;
         the caller stops the process.
+    @param on_ready: called with a generation's number once all its workers are ready: at
+        start (0) and after each reload (readiness notification).
     @param rng: chooses each worker's max-requests jitter.
     """
 
@@ -433,12 +435,15 @@ class Arbiter:
         config: PoolConfig,
         *,
         on_fatal: Callable[[FatalError], object],
+        on_ready: Callable[[int], object] = lambda generation: None,
         rng: random.Random | None = None,
     ) -> None:
         self.clock = reactor
         self._launcher = launcher
         self.config = config
         self._on_fatal = on_fatal
+        self._on_ready = on_ready
+        self._announced = -1
         self._rng = rng or random.Random()
         self.workers: list[WorkerProcess] = []
         self.running = False
@@ -557,6 +562,9 @@ class Arbiter:
         stale_ready = sorted(stale, key=lambda w: w.age)
         for worker in stale_ready[: max(0, len(stale_ready) + ready_current - target)]:
             self._retire(worker, "recycled" if worker.recycle else "reloaded")
+        if ready_current >= target and self._announced != self.generation:
+            self._announced = self.generation
+            self._on_ready(self.generation)
 
     def _retire(self, worker: WorkerProcess, why: str) -> None:
         self._event("retire", worker, "retiring worker {pid} ({why})", why=why)
@@ -724,6 +732,9 @@ class PreforkService(service.Service):
         configuration); raising keeps the running pool as it is.
     @param on_listening: called with each bound address (the serving log line).
     @param on_fatal: see L{Arbiter}; by default the error is logged and the reactor stopped.
+    @param on_ready: see L{Arbiter}; also called with the running generation when a reload
+        is refused (the pool serves on as it was).
+    @param on_reloading: called when a reload (HUP) begins; C{on_ready} tells its end.
     @param launcher_factory: makes the L{IWorkerLauncher} from the reactor and the sockets.
     """
 
@@ -736,6 +747,8 @@ class PreforkService(service.Service):
         reload_config: Callable[[], PoolConfig] | None = None,
         on_listening: Callable[[str], object] = lambda address: None,
         on_fatal: Callable[[FatalError], object] | None = None,
+        on_ready: Callable[[int], object] = lambda generation: None,
+        on_reloading: Callable[[], object] = lambda: None,
         launcher_factory: Callable[..., IWorkerLauncher] = ProcessLauncher,
         rng: random.Random | None = None,
     ) -> None:
@@ -745,6 +758,8 @@ class PreforkService(service.Service):
         self._reload_config = reload_config
         self._on_listening = on_listening
         self._on_fatal = on_fatal or self._stop_reactor
+        self._on_ready = on_ready
+        self._on_reloading = on_reloading
         self._launcher_factory = launcher_factory
         self._rng = rng
         self.sockets: list[ListeningSocket] = []
@@ -768,7 +783,7 @@ class PreforkService(service.Service):
             self._on_listening(sock.address())
         self.launcher = launcher = self._launcher_factory(self._reactor, sockets)
         self.arbiter = Arbiter(self._reactor, launcher, self.config, on_fatal=self._fatal,
-                               rng=self._rng)
+                               on_ready=self._on_ready, rng=self._rng)
         self.arbiter.start()
 
     def stopService(self) -> defer.Deferred[None]:
@@ -795,6 +810,7 @@ class PreforkService(service.Service):
         """HUP: re-read the configuration, then roll the workers."""
         if self.arbiter is None or not self.running:
             return
+        self._on_reloading()
         config = None
         if self._reload_config is not None:
             try:
@@ -802,6 +818,7 @@ class PreforkService(service.Service):
             except Exception as error:
                 log.error("reload: the configuration cannot be used, keeping the workers: "
                           "{error}", error=error)
+                self._on_ready(self.arbiter.generation)
                 return
         self.arbiter.reload(config)
 
