@@ -32,7 +32,30 @@ def plugin_path(tmp: Path) -> str:
     return os.pathsep.join([str(tmp / "plugins"), str(ROOT)])
 
 
-class Server:
+class Client:
+    """HTTP/1.1 to a server on 127.0.0.1:C{port}."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+
+    def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None,
+        headers: dict | None = None,
+    ) -> Response:
+        """One request on a fresh connection."""
+        connection = self.connection()
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return Response(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+
+class Server(Client):
     """
     C{twist twistreg} running in a child process.
 
@@ -47,11 +70,11 @@ class Server:
         listen: tuple[str, ...] = ("--listen", "tcp:0:interface=127.0.0.1"),
         workers: int = 0,
     ):
+        super().__init__()
         self.storage = storage
         self._listen = listen
         self._workers = workers
         self.output: list[str] = []
-        self.port = 0
         self._tmp = tmp
         self._args = args
         self._env = env or {}
@@ -150,22 +173,6 @@ class Server:
         """The first C{count} workers ready."""
         self.wait_for(lambda: len(self.worker_pids()) >= count, timeout)
         return self.worker_pids()[:count]
-
-    def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None,
-        headers: dict | None = None,
-    ) -> Response:
-        """One request on a fresh connection."""
-        connection = self.connection()
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Response(response.status, response.headers, response.read())
-        finally:
-            connection.close()
 
 
 class Response:

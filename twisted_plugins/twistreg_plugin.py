@@ -38,6 +38,13 @@ class Options(usage.Options):
         ["max-worker-memory", None, None, "Recycle a worker whose resident memory exceeds this "
          "many MiB (default 0: never)."],
         ["pidfile", None, None, "Write the master's PID to this file."],
+        ["wsgi", None, None, "Host this WSGI application (module:callable) in every process; "
+         "alone at the root, or under --wsgi-mount beside the registry."],
+        ["wsgi-mount", None, None, "Path prefix of the WSGI application (e.g. /ui), beside the "
+         "registry routes (default /: the application alone)."],
+        ["threads", None, None, "Threads of the WSGI application, per process (default 16)."],
+        ["trusted-proxies", None, None, "Comma-separated addresses or networks (and unix, *) "
+         "whose X-Forwarded-For/-Proto the WSGI application believes (default: none)."],
     ]
 
     def __init__(self) -> None:
@@ -63,6 +70,10 @@ class Options(usage.Options):
             "server.graceful_timeout": self["graceful-timeout"],
             "server.max_worker_memory": self["max-worker-memory"],
             "server.pidfile": self["pidfile"],
+            "server.wsgi": self["wsgi"],
+            "server.wsgi_mount": self["wsgi-mount"],
+            "server.threads": self["threads"],
+            "server.trusted_proxies": self["trusted-proxies"],
         }
 
 
@@ -100,12 +111,16 @@ class RegistryServiceMaker:
     options = Options
 
     def makeService(self, options: Options):
+        import os
+
         from twisted.internet import reactor
 
         from twistreg.config import ConfigError, load_settings
+        from twistreg.server.notify import Notifier
         from twistreg.service import PreforkRegistryService, RegistryService, worker_count
 
         parent = _ExitOnStartError(reactor)
+        notifier = Notifier.from_environ(os.environ)
         try:
             settings = load_settings(options["config"], options["flavor"], options.overrides())
             _configure_logs(options, settings.loglevel)
@@ -123,6 +138,9 @@ class RegistryServiceMaker:
                     worker_logs=_worker_logs(options, settings.loglevel),
                     argv=sys.argv,
                     on_fatal=parent.fail,
+                    on_ready=lambda generation: notifier.ready(
+                        f"serving (worker generation {generation})"),
+                    on_reloading=notifier.reloading,
                 )
         except ConfigError as error:
             raise SystemExit(f"twistreg: {error}") from None
@@ -131,6 +149,7 @@ class RegistryServiceMaker:
 
             PidFile(settings.server.pidfile).setServiceParent(parent)
         registry_service.setServiceParent(parent)
+        reactor.addSystemEventTrigger("before", "shutdown", notifier.stopping)
         if isinstance(registry_service, PreforkRegistryService):
             from twistreg.server.signals import install_master_signals
             from twistreg.server.worker import set_title
@@ -138,6 +157,9 @@ class RegistryServiceMaker:
             install_master_signals(reactor, registry_service,
                                    reopen_logs=_reopenable_log_file(options))
             set_title("twistreg: master [" + " ".join(sys.argv) + "]")
+        else:
+            # Listening began in startService, which twist calls before running the reactor.
+            reactor.callWhenRunning(notifier.ready, "serving")
         return parent
 
 

@@ -9,6 +9,7 @@ would see.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -26,6 +27,9 @@ DEFAULT_INDEX_ENDPOINT = "https://index.docker.io"
 DEFAULT_LOCAL_STORAGE_PATH = "/tmp/registry"
 DEFAULT_TOKEN_CACHE_TTL = 60.0
 DEFAULT_UPSTREAM_TIMEOUT = 30.0
+# WSGI threads per process: about what a typical database pool serves (SQLAlchemy's default
+# is 5 connections plus 10 overflow); blocking I/O, not CPU, is what the threads wait on.
+DEFAULT_WSGI_THREADS = 16
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # "sqlalchemy" is the 0.9.1 spelling; it means the same SQLite/PostgreSQL index.
 SEARCH_BACKENDS = ("sqlalchemy", "sqlite", "postgresql")
@@ -80,6 +84,12 @@ class ServerSettings:
         0 serves in the main process.
     @ivar access_log: a path, or C{"-"} for stdout; C{None} for no access log.
     @ivar max_worker_memory: resident MiB above which a worker is recycled; 0 is off.
+    @ivar wsgi: C{module:callable} of a WSGI application to host, or C{None}.
+    @ivar wsgi_mount: the path prefix the WSGI application answers under; C{"/"} gives it the
+        whole site, and the registry is not served.
+    @ivar threads: the WSGI application's threads per process.
+    @ivar trusted_proxies: addresses and networks (and C{unix}, C{*}) whose
+        C{X-Forwarded-For}/C{-Proto} the WSGI application is given as its client's.
     """
 
     port: int = 5000
@@ -93,6 +103,14 @@ class ServerSettings:
     pidfile: str | None = None
     access_log: str | None = None
     max_worker_memory: int = 0
+    wsgi_mount: str = "/"
+    threads: int = DEFAULT_WSGI_THREADS
+    trusted_proxies: tuple[str, ...] = ()
+
+    @property
+    def serves_registry(self) -> bool:
+        """Whether the registry routes are served: not when a WSGI application has the root."""
+        return self.wsgi is None or self.wsgi_mount != "/"
 
     def endpoints(self) -> tuple[str, ...]:
         """The endpoint strings to listen on: C{listen} wins, else all interfaces on C{port}."""
@@ -452,11 +470,17 @@ def _server(section: Mapping[Any, Any], given: Mapping[str, Any]) -> ServerSetti
     else:
         listen = _listen("config key server.listen", section.get("listen"))
     workers, workers_label = pick("workers")
+    wsgi = text("wsgi")
+    mount, mount_label = pick("wsgi_mount")
+    if mount is not None and wsgi is None:
+        raise ConfigError(f"{mount_label} needs a WSGI application (--wsgi or server.wsgi)")
+    threads, threads_label = pick("threads")
+    proxies, proxies_label = pick("trusted_proxies")
     return ServerSettings(
         port=port,
         listen=listen,
         workers=None if workers is None else _integer(workers_label, workers),
-        wsgi=text("wsgi"),
+        wsgi=wsgi,
         max_requests=number("max_requests", 0),
         max_requests_jitter=number("max_requests_jitter", 0),
         timeout=seconds("timeout", 30.0),
@@ -464,6 +488,10 @@ def _server(section: Mapping[Any, Any], given: Mapping[str, Any]) -> ServerSetti
         pidfile=text("pidfile"),
         access_log=text("access_log"),
         max_worker_memory=number("max_worker_memory", 0),
+        wsgi_mount=_mount(mount_label, mount),
+        threads=(DEFAULT_WSGI_THREADS if threads is None
+                 else _integer(threads_label, threads, minimum=1)),
+        trusted_proxies=_proxies(proxies_label, proxies),
     )
 
 
@@ -583,6 +611,40 @@ def _listen(label: str, value: Any) -> tuple[str, ...]:
     ):
         raise ConfigError(f"{label} must be an endpoint string or a list of them, not {value!r}")
     return tuple(items)
+
+
+def _mount(label: str, value: Any) -> str:
+    """A path prefix such as C{/ui}, without its trailing slash; unset is C{/}, the root."""
+    path = _text(label, value)
+    if path is None:
+        return "/"
+    segments = path.rstrip("/").split("/")[1:]
+    if not path.startswith("/") or any(s in ("", ".", "..") or "?" in s for s in segments):
+        raise ConfigError(f"{label} must be a path such as /ui, not {value!r}")
+    return "/" + "/".join(segments)
+
+
+def _proxies(label: str, value: Any) -> tuple[str, ...]:
+    """
+    Trusted proxies from a comma-separated string or a list: IP addresses and networks
+    (normalised, C{10.0.0.0/8}), C{unix} for UNIX-socket peers, C{*} for any peer.
+    """
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"{label} must be a list of addresses, not {_kind(value)}")
+    proxies = []
+    for item in items:
+        entry = str(item).strip()
+        if entry in ("unix", "*"):
+            proxies.append(entry)
+            continue
+        try:
+            proxies.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{label}: {entry!r} is not an IP address or network") from None
+    return tuple(proxies)
 
 
 def _freeze(value: Any) -> Any:

@@ -36,6 +36,7 @@ from twistreg.storage.interface import IStorage
 from twistreg.storage.local import LocalStorage
 from twistreg.web.app import Registry
 from twistreg.web.site import RegistrySite
+from twistreg.web.wsgi import WSGIContainer, load_application
 
 log = Logger()
 
@@ -73,6 +74,26 @@ def build_registry(settings: Settings, reactor) -> Registry:
     )
 
 
+def build_site(settings: Settings, reactor, access_log: IO[str] | ReopenableStream | None, *,
+               multiprocess: bool) -> RegistrySite:
+    """
+    The Site one process serves: the registry, the WSGI application of C{server.wsgi}, or
+    both (C{server.wsgi_mount}).
+
+    @param multiprocess: whether other processes serve it too (a worker of the pool).
+    @raise ConfigError: the WSGI application cannot be loaded, or the registry cannot be
+        built (see L{build_registry}).
+    """
+    server = settings.server
+    wsgi = None
+    if server.wsgi is not None:
+        wsgi = WSGIContainer(reactor, load_application(server.wsgi), threads=server.threads,
+                             trusted_proxies=server.trusted_proxies, multiprocess=multiprocess)
+    registry = build_registry(settings, reactor) if server.serves_registry else None
+    return RegistrySite(registry, access_log, wsgi=wsgi, wsgi_mount=server.wsgi_mount,
+                        reactor=reactor)
+
+
 def open_access_log(target: str | None) -> IO[str] | ReopenableStream | None:
     """
     The access log stream: C{-} is stdout, a path is appended to (by every worker of a
@@ -87,7 +108,8 @@ def open_access_log(target: str | None) -> IO[str] | ReopenableStream | None:
 
 class RegistryService(service.Service):
     """
-    Serves the registry in this process on every endpoint of the settings.
+    Serves the registry (and the WSGI application of C{server.wsgi}, if any) in this process
+    on every endpoint of the settings.
 
     @param reactor: the reactor to listen with (an embedding application's own).
     @param on_fatal: called with the error when the registry cannot run after all (a search
@@ -101,10 +123,9 @@ class RegistryService(service.Service):
         self.settings = settings
         self._reactor = reactor
         self._on_fatal = on_fatal
-        self.registry = build_registry(settings, reactor)
-        self.site = RegistrySite(
-            self.registry, open_access_log(settings.server.access_log), reactor=reactor
-        )
+        self.site = build_site(settings, reactor, open_access_log(settings.server.access_log),
+                               multiprocess=False)
+        self.registry = self.site.registry
         self.ports: list[IListeningPort] = []
         self._endpoints = [parse_endpoint(reactor, d) for d in settings.server.endpoints()]
 
@@ -122,19 +143,31 @@ class RegistryService(service.Service):
         if failures:
             self.stopService()
             failures[0].raiseException()
-        sweep_temporary_files(self._reactor, self.registry.storage)
-        start_search(self.registry.search, self.registry.storage, self._reactor, self._on_fatal)
+        if self.site.wsgi is not None:
+            self.site.wsgi.start()
+        if self.registry is not None:
+            start_registry(self.registry, self._reactor, self._on_fatal)
 
     def _listening(self, port: IListeningPort) -> None:
         self.ports.append(port)
         _log_serving(self.settings, describe_address(port.getHost()))
 
     def stopService(self) -> defer.Deferred:
-        """Stop listening; in-flight requests are left to finish."""
+        """Stop listening; in-flight requests are left to finish, but WSGI ones are cut."""
         if self.running:
             super().stopService()
+        if self.site.wsgi is not None:
+            self.site.wsgi.stop()
         ports, self.ports = self.ports, []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+
+def start_registry(
+    registry: Registry, reactor, on_fatal: Callable[[Exception], object] | None = None
+) -> None:
+    """A registry's background work at start: sweep stale upload files, open its search."""
+    sweep_temporary_files(reactor, registry.storage)
+    start_search(registry.search, registry.storage, reactor, on_fatal)
 
 
 def start_search(
@@ -178,12 +211,17 @@ def sweep_temporary_files(reactor, storage) -> None:
 
 
 def _log_serving(settings: Settings, address: str) -> None:
-    log.info(
-        "twistreg serving {storage} storage {path} on {address}",
-        storage=settings.storage,
-        path=settings.storage_path,
-        address=address,
-    )
+    server = settings.server
+    if server.serves_registry:
+        log.info(
+            "twistreg serving {storage} storage {path} on {address}",
+            storage=settings.storage,
+            path=settings.storage_path,
+            address=address,
+        )
+    if server.wsgi is not None:
+        log.info("twistreg serving WSGI application {wsgi} at {mount} on {address}",
+                 wsgi=server.wsgi, mount=server.wsgi_mount, address=address)
 
 
 def parse_endpoint(reactor, description: str) -> IStreamServerEndpoint:
@@ -215,9 +253,13 @@ class RegistryApplication:
 
     def __init__(self, settings: Settings, reactor) -> None:
         self.settings = settings
-        self.registry = build_registry(settings, reactor)
         self._access_log = open_access_log(settings.server.access_log)
-        self.site = RegistrySite(self.registry, self._access_log, reactor=reactor)
+        self.site = build_site(settings, reactor, self._access_log, multiprocess=True)
+        self.registry = self.site.registry
+        if self.site.wsgi is not None:
+            self.site.wsgi.start()
+            # "during": after the worker's drain ("before"), so in-flight requests finished.
+            reactor.addSystemEventTrigger("during", "shutdown", self.site.wsgi.stop)
 
     def reopen_logs(self) -> None:
         if isinstance(self._access_log, ReopenableStream):
@@ -237,8 +279,9 @@ def worker_application(reactor, options: Mapping[str, Any]) -> RegistryApplicati
 def _overrides(given: Mapping[str, Any] | None) -> dict[str, Any]:
     """Command-line values back from JSON (where tuples became lists)."""
     overrides = {key: value for key, value in (given or {}).items() if value is not None}
-    if overrides.get("server.listen") is not None:
-        overrides["server.listen"] = tuple(overrides["server.listen"])
+    listen = overrides.get("server.listen")
+    if listen is not None:
+        overrides["server.listen"] = (listen,) if isinstance(listen, str) else tuple(listen)
     return overrides
 
 
@@ -271,10 +314,12 @@ class PreforkRegistryService(PreforkService):
         argv: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
-        require_supported_storage(settings)
         self.settings = settings
-        # The master creates (and fills) a new search index once, before workers use it.
-        self._search = open_search_index(settings, reactor)
+        self._search = None
+        if settings.server.serves_registry:
+            require_supported_storage(settings)
+            # The master creates (and fills) a new search index once, before workers use it.
+            self._search = open_search_index(settings, reactor)
         overrides = _overrides(sources.get("overrides"))
         self._sources = {
             "config": sources.get("config"),
@@ -317,7 +362,8 @@ class PreforkRegistryService(PreforkService):
         """HUP: the configuration again. Listeners stay those bound at start."""
         settings = load_settings(self._sources["config"], self._sources["flavor"],
                                  _overrides(self._sources["overrides"]))
-        require_supported_storage(settings)
+        if settings.server.serves_registry:
+            require_supported_storage(settings)
         if settings.server.endpoints() != self.settings.server.endpoints():
             log.warn("reload: the listen endpoints changed; restart the server to apply that")
         if worker_count(settings) == 0:
@@ -327,6 +373,8 @@ class PreforkRegistryService(PreforkService):
 
     def startService(self) -> None:
         super().startService()
+        if not self.settings.server.serves_registry:
+            return
         # Once, here: workers come and go, and a sweep in each would race with the others.
         storage = open_storage(self.settings)
         sweep_temporary_files(self._reactor, storage)

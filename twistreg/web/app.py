@@ -34,6 +34,7 @@ from twistreg.registry.search import SearchIndex
 from twistreg.registry.tags import DEFAULT_METADATA, Tags
 from twistreg.storage.interface import IStorage
 from twistreg.web import responses
+from twistreg.web.body import UploadBody, store_buffered_layer
 from twistreg.web.layers import relay_layer, send_layer
 from twistreg.web.search import add_search_route
 
@@ -190,7 +191,11 @@ def build_app(registry: Registry) -> Klein:
 
     @route("/v1/images/<image_id>/layer", ["PUT"])
     async def put_layer(request: IRequest, image_id: str) -> bytes:
-        await request.content.commit()
+        if isinstance(request.content, UploadBody):
+            await request.content.commit()
+        else:
+            # A Site without twistreg's request factory buffered the body.
+            await store_buffered_layer(await images.begin_layer_upload(image_id), request.content)
         return responses.json_body(request, True)
 
     # R5

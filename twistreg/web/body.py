@@ -5,7 +5,9 @@ Request bodies: layers stream into storage as they arrive, everything else is ca
 twisted.web buffers a whole body before any resource runs.  For a layer PUT that would mean a
 second copy of every byte and a checksum computed after the fact, so the request decides at
 C{gotLength} time, from the method and path, to hand the body to an upload sink that hashes
-and writes as bytes arrive.  Other bodies are kept in memory up to L{BODY_LIMIT}.
+and writes as bytes arrive.  Bodies for a hosted WSGI application are spooled as twisted.web
+does (in memory below 100 kB, else in a temporary file), of any size.  Other bodies are kept in
+memory up to L{BODY_LIMIT}.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import io
 import re
 from inspect import signature
-from typing import Callable
+from typing import IO, Callable
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
@@ -37,13 +39,16 @@ _LAYER_PATH = re.compile(rb"/v1/images/([^/]+)/layer")
 UploadOpener = Callable[[str], "defer.Deferred[LayerUpload]"]
 
 
-def decoded_path(uri: bytes) -> bytes:
-    """
-    The path of C{uri} as the Klein routes see it: percent-decoded segment by segment (the
-    Site's C{postpath}), joined again, with one leading slash.
-    """
+def path_segments(uri: bytes) -> list[bytes]:
+    """The path of C{uri} percent-decoded segment by segment, as the Site's C{postpath}."""
     path = uri.split(b"?", 1)[0]
-    joined = b"/".join(unquote_to_bytes(segment) for segment in path[1:].split(b"/"))
+    return [unquote_to_bytes(segment) for segment in path[1:].split(b"/")]
+
+
+def decoded_path(uri: bytes) -> bytes:
+    """The path of C{uri} as the Klein routes see it: L{path_segments} joined again, with one
+    leading slash."""
+    joined = b"/".join(path_segments(uri))
     return joined if joined.startswith(b"/") else b"/" + joined
 
 
@@ -169,6 +174,26 @@ class UploadBody:
         return b""
 
 
+async def store_buffered_layer(upload: LayerUpload, body: IO[bytes]) -> None:
+    """
+    Copy a layer body that twisted.web buffered whole into C{upload}, then commit it: the
+    way in when the Site is not twistreg's (an embedding application's own tree).
+    """
+    try:
+        body.seek(0)
+        while True:
+            data = body.read(UPLOAD_READ_SIZE)
+            if not data:
+                break
+            waiting = upload.write(data)
+            if waiting is not None:
+                await waiting
+    except BaseException:
+        upload.abort()
+        raise
+    await upload.commit()
+
+
 #: Twisted 24.7 and later let a request leave POST form bodies alone.
 _FORM_PARSING_OPTIONAL = "parsePOSTFormSubmission" in signature(server.Request.__init__).parameters
 
@@ -183,6 +208,9 @@ class RegistryRequest(server.Request):
         super().__init__(*args, **kwargs)
 
     def gotLength(self, length: int | None) -> None:
+        if self._for_wsgi():
+            super().gotLength(length)
+            return
         opener: UploadOpener | None = getattr(self.channel.site, "open_upload", None)
         image_id = self._layer_upload_id()
         if opener is None or image_id is None:
@@ -196,6 +224,14 @@ class RegistryRequest(server.Request):
             transport.pauseProducing,
             transport.resumeProducing,
         )
+
+    def _for_wsgi(self) -> bool:
+        """Whether the path is under the Site's WSGI mount (its C{wsgi_prefix} segments)."""
+        prefix: tuple[bytes, ...] | None = getattr(self.channel.site, "wsgi_prefix", None)
+        if prefix is None:
+            return False
+        uri = getattr(self.channel, "_path", None) or b"/"
+        return tuple(path_segments(uri)[: len(prefix)]) == prefix
 
     def _layer_upload_id(self) -> str | None:
         """The image id when this is C{PUT /v1/images/<id>/layer}, from the channel's state."""

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_site -*-
 """
-The twisted.web Site around the Klein app: streaming bodies, the access log, and the JSON
-answers for what happens before routing (over-size bodies, undecodable paths).
+The twisted.web Site around the Klein app: streaming bodies, the access log, the JSON
+answers for what happens before routing (over-size bodies, undecodable paths), and a hosted
+WSGI application at the root or beside the registry routes.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from klein.resource import KleinResource
 from twisted.internet import defer
 from twisted.web import server
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 
 from twistreg.web import responses
 from twistreg.web.app import Registry, build_app
 from twistreg.web.body import RegistryRequest
+from twistreg.web.wsgi import PrefixMount, WSGIContainer, mount_prefix
 
 
 class RegistryResource(KleinResource):
@@ -58,22 +61,40 @@ class RegistrySite(server.Site):
     """
     A Site serving C{registry}: its requests stream layer bodies into storage, and it writes
     one access log line per request to C{access_log} (when given).
+
+    @param wsgi: a WSGI application to serve under C{wsgi_mount}, beside the registry; with
+        no C{registry}, it serves the whole site (C{wsgi_mount} C{/}).
+    @ivar wsgi_prefix: the mount's path segments, which the requests read to spool the
+        application's bodies; C{None} without one.
     """
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Registry | None,
         access_log: IO[str] | None = None,
+        *,
+        wsgi: WSGIContainer | None = None,
+        wsgi_mount: str = "/",
         **kwargs,
     ) -> None:
-        super().__init__(registry_resource(registry), requestFactory=TimedRequest, **kwargs)
+        self.registry = registry
+        self.wsgi = wsgi
+        self.wsgi_prefix = None if wsgi is None else mount_prefix(wsgi_mount)
+        super().__init__(self._root(), requestFactory=TimedRequest, **kwargs)
         self.noisy = False
-        self._images = registry.images
         self._access_log = access_log
+
+    def _root(self) -> IResource:
+        if self.wsgi is None:
+            return registry_resource(self.registry)
+        if self.registry is None:
+            return self.wsgi
+        return PrefixMount(self.wsgi_prefix, self.wsgi, registry_resource(self.registry))
 
     def open_upload(self, image_id: str) -> defer.Deferred:
         """Called by the request as a layer body starts: run R4's checks, open the sink."""
-        return defer.ensureDeferred(self._images.begin_layer_upload(image_id))
+        assert self.registry is not None, "without the registry every path is the WSGI app's"
+        return defer.ensureDeferred(self.registry.images.begin_layer_upload(image_id))
 
     def log(self, request: TimedRequest) -> None:
         if self._access_log is None:
