@@ -280,15 +280,19 @@ def build_app(registry: Registry) -> Klein:
         metadata = await tags.tag_json(await repository_of(request, repo), tag)
         return responses.json_body(request, DEFAULT_METADATA if metadata is None else metadata)
 
+    async def local_or_upstream(request: IRequest, value: Any, missing: str) -> bytes:
+        """R11/R12: the local answer, else upstream's body as it is (mirror), else the 404."""
+        if value is not None:
+            return responses.json_body(request, value)
+        answer = await from_upstream(request)
+        if answer is None:
+            raise RegistryError(404, missing)
+        return responses.raw_json_body(request, answer.body)
+
     @route("/v1/repositories/<repo:repo>/tags/<tag>", ["GET"])
     async def get_tag(request: IRequest, repo: str, tag: str) -> bytes:
         image_id = await tags.get_tag(await repository_of(request, repo), tag)
-        if image_id is not None:
-            return responses.json_body(request, image_id)
-        answer = await from_upstream(request)
-        if answer is None:
-            raise RegistryError(404, "Tag not found")
-        return responses.raw_json_body(request, answer.body)
+        return await local_or_upstream(request, image_id, "Tag not found")
 
     @route("/v1/repositories/<repo:repo>/tags/<tag>", ["PUT"])
     async def put_tag(request: IRequest, repo: str, tag: str) -> bytes:
@@ -306,12 +310,7 @@ def build_app(registry: Registry) -> Klein:
     @route("/v1/repositories/<repo:repo>/tags", ["GET"])
     async def list_tags(request: IRequest, repo: str) -> bytes:
         listing = await tags.list_tags(await repository_of(request, repo))
-        if listing is not None:
-            return responses.json_body(request, listing)
-        answer = await from_upstream(request)
-        if answer is None:
-            raise RegistryError(404, "Repository not found")
-        return responses.raw_json_body(request, answer.body)
+        return await local_or_upstream(request, listing, "Repository not found")
 
     @route("/v1/repositories/<repo:repo>/tags", ["DELETE"])
     @route("/v1/repositories/<repo:repo>", ["DELETE"])
