@@ -11,7 +11,6 @@ twistreg is already installed, or its storage exists: the purge would delete tha
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import pwd
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import ROOT, Response
+from tests.server import ROOT, Client
 from tests.test_notify import ServiceManager
 from tests.test_pool import Load
 from tests.test_push_pull import BASE, CHILD, make_layer, push_image
@@ -187,7 +186,7 @@ def test_the_service_serves_reloads_and_stops_as_systemd_would_run_it(installed,
         # The process pool is on by default.
         assert ready["STATUS"] == "serving (worker generation 0)", log.read_text()
         assert _uid_of(process.pid) == pwd.getpwnam(user).pw_uid
-        registry = Registry(port)
+        registry = Client(port)
         _push_and_pull(registry)
         layer = STATE / "images" / BASE / "layer"
         assert layer.stat().st_uid == pwd.getpwnam(user).pw_uid
@@ -233,27 +232,7 @@ def test_purge_leaves_nothing_but_the_system_user(installed):
 # -- helpers -------------------------------------------------------------------------------------
 
 
-class Registry:
-    """A client of the registry at 127.0.0.1:C{port}, as L{tests.server.Server} is one."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> Response:
-        connection = self.connection()
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            answer = connection.getresponse()
-            return Response(answer.status, answer.headers, answer.read())
-        finally:
-            connection.close()
-
-
-def _push_and_pull(registry: Registry) -> None:
+def _push_and_pull(registry: Client) -> None:
     """docker 1.x's push then pull of a two-layer image (V1-API.md §11)."""
     base_json = json.dumps({"id": BASE}).encode()
     child_json = json.dumps({"id": CHILD, "parent": BASE}).encode()
