@@ -64,3 +64,11 @@ class AppTests(TemporaryDirectories, SynchronousTestCase):
         response, _ = self.fetch(stub, "GET", "/v1/repositories/foo/bar/images")
         self.assertEqual(response.code, 405)
         self.assertEqual(response.headers.getRawHeaders("Allow"), ["DELETE, OPTIONS"])
+
+    def test_buffered_layer_upload_needs_authorization(self) -> None:
+        """Under another Site the layer body is buffered, and still authorized first."""
+        stub = self.client("dev:\n  standalone: false\n")
+        response, body = self.fetch(stub, "PUT", "/v1/images/" + "c" * 64 + "/layer",
+                                    data=b"layer")
+        self.assertEqual((response.code, json.loads(body)),
+                         (401, {"error": "Requires authorization"}))

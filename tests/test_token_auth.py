@@ -16,6 +16,7 @@ from tests.stub_index import StubIndex
 IMAGE = "a043bae1603803a839c0cb52f511d9cb8f68d9d9b0341314a5534ea92b26fa8a"
 CHILD = "c0bbc6adf7089dd787b6a27f5baddd65bcd01aefb61ad7be0c45289c21d93e27"
 OTHER = "b" * 64
+LISTED = "d" * 64
 
 
 def token(signature: str, repository: str = "foo/bar", access: str = "write") -> dict:
@@ -27,7 +28,7 @@ def token(signature: str, repository: str = "foo/bar", access: str = "write") ->
 def index():
     stub = StubIndex()
     stub.valid = {"good", "fresh"}
-    stub.images = {"foo/bar": [IMAGE, CHILD]}
+    stub.images = {"foo/bar": [IMAGE, CHILD, LISTED]}
     yield stub
     stub.close()
 
@@ -72,8 +73,8 @@ def test_push_with_a_write_token_then_cached(registry, index):
     assert r.status == 200
     calls = index.calls[before:]
     assert calls == [("/v1/repositories/foo/bar/images", headers["Authorization"])]
-    assert json.loads(
-        (registry.storage / "repositories/foo/bar/_images_list").read_bytes()) == [IMAGE, CHILD]
+    listing = registry.storage / "repositories/foo/bar/_images_list"
+    assert json.loads(listing.read_bytes()) == [IMAGE, CHILD, LISTED]
 
 
 def test_image_must_be_listed(registry):
@@ -174,3 +175,21 @@ def test_v2_is_not_found(registry):
     for path in ("/v2/", "/v2/foo/bar/manifests/latest"):
         r = registry.request("GET", path)
         assert (r.status, r.json()) == (404, {"error": "Not found"})
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Basic x"}, token("good", access="read"), token("bad")],
+)
+def test_layer_upload_needs_a_write_token(registry, headers):
+    """R4 asks the authorizer before a byte of the body is stored (the layer stays)."""
+    write = token("good")
+    registry.request("PUT", f"/v1/images/{LISTED}/json", json.dumps({"id": LISTED}).encode(),
+                     write)
+    layer = registry.storage / "images" / LISTED / "layer"
+    before = layer.read_bytes() if layer.exists() else None
+    for path in (f"/v1/images/{LISTED}/layer", f"/v1/images/{'e' * 64}/layer"):
+        r = registry.request("PUT", path, b"overwritten", headers)
+        assert (r.status, r.json()) == (401, {"error": "Requires authorization"})
+        assert r.headers["WWW-Authenticate"] == "Token"
+    assert (layer.read_bytes() if layer.exists() else None) == before

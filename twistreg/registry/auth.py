@@ -9,6 +9,7 @@ round trip, not thirty.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from typing import Any
@@ -28,11 +29,17 @@ from twistreg.storage.interface import IStorage
 log = Logger()
 
 _PAIRS = re.compile(r'(\w+)[:=][\s"]?([^",]+)"?')
-_ACCESS_METHODS = {
-    "write": ("PUT", "POST"),
-    "read": ("GET", "HEAD"),
-    "delete": ("DELETE",),
-}
+
+
+class Access(enum.Enum):
+    """
+    What a route does to the registry, as a route declares it: a token's C{access} pair
+    must grant it (§5.2 step 4; C{write} covers PUT and POST, C{read} GET and HEAD).
+    """
+
+    READ = "read"
+    WRITE = "write"
+    DELETE = "delete"
 
 
 def _unauthorized() -> RegistryError:
@@ -170,11 +177,12 @@ class Authorizer:
         self._access = _TTLCache(clock, settings.token_cache_ttl)
 
     async def authorize(
-        self, method: str, authorization: str | None, repository: Repository | None
+        self, access: Access, authorization: str | None, repository: Repository | None
     ) -> Token | None:
         """
         §5.2 for a protected route: the validated token in token mode, None in open modes.
 
+        @param access: what the route does; a token granting something else is refused.
         @param repository: the route's repository; None on image routes.
         @raise RegistryError: 401, or 502 when the index cannot be asked.
         """
@@ -189,8 +197,8 @@ class Authorizer:
         token_repository = pairs.get("repository")
         if repository is not None and repository.key != token_repository:
             raise _unauthorized()
-        allowed = _ACCESS_METHODS.get(pairs.get("access", ""))
-        if allowed is not None and method not in allowed:
+        granted = pairs.get("access", "")
+        if granted in {a.value for a in Access} and granted != access.value:
             raise _unauthorized()
         if token_repository is None or token_repository.count("/") != 1:
             raise _unauthorized()

@@ -25,7 +25,7 @@ from werkzeug.routing import BaseConverter, RequestRedirect
 from twistreg.config import Settings
 from twistreg.errors import RegistryError
 from twistreg.layout import Repository, image_key, parse_repository
-from twistreg.registry.auth import Authorizer, Token
+from twistreg.registry.auth import Access, Authorizer, Token
 from twistreg.registry.documents import parse_json
 from twistreg.registry.images import Images, not_found
 from twistreg.registry.index import Index, make_token
@@ -83,6 +83,13 @@ def _header(request: IRequest, name: bytes) -> str | None:
     return None if not values else values[0].decode("latin-1")
 
 
+_METHOD_ACCESS = {
+    b"GET": Access.READ, b"HEAD": Access.READ,
+    b"PUT": Access.WRITE, b"POST": Access.WRITE,
+    b"DELETE": Access.DELETE,
+}
+
+
 def _body(request: IRequest) -> bytes:
     return request.content.getvalue()
 
@@ -138,8 +145,7 @@ def build_app(registry: Registry) -> Klein:
 
     async def authorize(request: IRequest, repository: Repository | None = None) -> Token | None:
         return await auth.authorize(
-            request.method.decode("ascii", "replace"), _header(request, b"Authorization"),
-            repository,
+            _METHOD_ACCESS[request.method], _header(request, b"Authorization"), repository
         )
 
     async def repository_of(request: IRequest, repo: str) -> Repository:
@@ -191,10 +197,12 @@ def build_app(registry: Registry) -> Klein:
 
     @route("/v1/images/<image_id>/layer", ["PUT"])
     async def put_layer(request: IRequest, image_id: str) -> bytes:
+        # The streaming body was authorized before its first byte was stored.
         if isinstance(request.content, UploadBody):
             await request.content.commit()
         else:
             # A Site without twistreg's request factory buffered the body.
+            await authorize(request)
             await store_buffered_layer(await images.begin_layer_upload(image_id), request.content)
         return responses.json_body(request, True)
 

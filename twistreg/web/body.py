@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import re
 from inspect import signature
-from typing import IO, Callable
+from typing import IO, Callable, Optional
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
@@ -35,8 +35,9 @@ UPLOAD_READ_SIZE = 1024 * 1024
 
 _LAYER_PATH = re.compile(rb"/v1/images/([^/]+)/layer")
 
-#: Opens the sink of a layer upload, given the image id from the path.
-UploadOpener = Callable[[str], "defer.Deferred[LayerUpload]"]
+#: Opens the sink of a layer upload, given the image id from the path and the request's
+#: C{Authorization} header.
+UploadOpener = Callable[[str, Optional[str]], "defer.Deferred[LayerUpload]"]
 
 
 def path_segments(uri: bytes) -> list[bytes]:
@@ -220,7 +221,7 @@ class RegistryRequest(server.Request):
         # Larger reads for a layer body: fewer trips through the reactor, hash and disk.
         transport.bufferSize = max(getattr(transport, "bufferSize", 0), UPLOAD_READ_SIZE)
         self.content = UploadBody(
-            defer.maybeDeferred(opener, image_id),
+            defer.maybeDeferred(opener, image_id, self._first_header(b"Authorization")),
             transport.pauseProducing,
             transport.resumeProducing,
         )
@@ -244,6 +245,10 @@ class RegistryRequest(server.Request):
         if match is None:
             return None
         return match.group(1).decode("utf-8", "replace")
+
+    def _first_header(self, name: bytes) -> str | None:
+        values = self.requestHeaders.getRawHeaders(name)
+        return None if not values else values[0].decode("latin-1")
 
     def getRequestHostname(self) -> bytes:
         """The Host header's name; UNIX sockets have no address to fall back on."""

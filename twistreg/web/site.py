@@ -16,6 +16,8 @@ from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from twistreg.registry.auth import Access
+from twistreg.registry.images import LayerUpload
 from twistreg.web import responses
 from twistreg.web.app import Registry, build_app
 from twistreg.web.body import RegistryRequest
@@ -91,10 +93,19 @@ class RegistrySite(server.Site):
             return self.wsgi
         return PrefixMount(self.wsgi_prefix, self.wsgi, registry_resource(self.registry))
 
-    def open_upload(self, image_id: str) -> defer.Deferred:
-        """Called by the request as a layer body starts: run R4's checks, open the sink."""
-        assert self.registry is not None, "without the registry every path is the WSGI app's"
-        return defer.ensureDeferred(self.registry.images.begin_layer_upload(image_id))
+    def open_upload(self, image_id: str, authorization: str | None) -> defer.Deferred:
+        """
+        Called by the request as a layer body starts, before any of it is stored: R4's
+        checks, authorization first, then the sink.
+        """
+        registry = self.registry
+        assert registry is not None, "without the registry every path is the WSGI app's"
+
+        async def open_sink() -> LayerUpload:
+            await registry.auth.authorize(Access.WRITE, authorization, None)
+            return await registry.images.begin_layer_upload(image_id)
+
+        return defer.ensureDeferred(open_sink())
 
     def log(self, request: TimedRequest) -> None:
         if self._access_log is None:
