@@ -26,6 +26,7 @@ from twistreg.registry.auth import Authorizer, IndexClient
 from twistreg.registry.images import Images
 from twistreg.registry.index import Index
 from twistreg.registry.mirror import Mirror
+from twistreg.registry.rules import Registry
 from twistreg.registry.search import SearchIndex, open_search_index, walk
 from twistreg.registry.tags import Tags
 from twistreg.server.arbiter import PoolConfig, PreforkService
@@ -34,7 +35,6 @@ from twistreg.server.logfiles import ReopenableStream
 from twistreg.storage import open_storage
 from twistreg.storage.interface import IStorage
 from twistreg.storage.local import LocalStorage
-from twistreg.web.app import Registry
 from twistreg.web.site import RegistrySite
 from twistreg.web.wsgi import WSGIContainer, load_application
 

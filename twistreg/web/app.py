@@ -12,10 +12,8 @@ import sys
 from collections.abc import Awaitable
 from typing import Any, Callable
 
-import attrs
 from klein import Klein
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -25,14 +23,13 @@ from werkzeug.routing import BaseConverter, RequestRedirect
 from twistreg.config import Settings
 from twistreg.errors import RegistryError
 from twistreg.layout import Repository, image_key, parse_repository
-from twistreg.registry.auth import Access, Authorizer, Token
+from twistreg.registry.auth import Access, Token
 from twistreg.registry.documents import parse_json
-from twistreg.registry.images import Images, not_found
-from twistreg.registry.index import Index, make_token
-from twistreg.registry.mirror import Mirror, UpstreamAnswer
-from twistreg.registry.search import SearchIndex
-from twistreg.registry.tags import DEFAULT_METADATA, Tags
-from twistreg.storage.interface import IStorage
+from twistreg.registry.images import not_found
+from twistreg.registry.index import make_token
+from twistreg.registry.mirror import UpstreamAnswer
+from twistreg.registry.rules import Registry
+from twistreg.registry.tags import DEFAULT_METADATA
 from twistreg.web import responses
 from twistreg.web.body import UploadBody, store_buffered_layer
 from twistreg.web.layers import relay_layer, send_layer
@@ -52,26 +49,6 @@ class RepositoryConverter(BaseConverter):
     regex = r"(?s:.+?)"
     part_isolating = False
     weight = 200
-
-
-@attrs.frozen
-class Registry:
-    """
-    What the routes serve: the settings and the registry's rules over one storage.
-
-    @ivar mirror: the upstream registry, in mirror mode.
-    @ivar search: the search index, when search is on.
-    """
-
-    settings: Settings
-    storage: IStorage
-    auth: Authorizer
-    images: Images
-    tags: Tags
-    index: Index
-    clock: IReactorTime
-    mirror: Mirror | None = None
-    search: SearchIndex | None = None
 
 
 def _header(request: IRequest, name: bytes) -> str | None:

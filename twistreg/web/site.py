@@ -18,8 +18,9 @@ from twisted.web.resource import IResource
 
 from twistreg.registry.auth import Access
 from twistreg.registry.images import LayerUpload
+from twistreg.registry.rules import Registry
 from twistreg.web import responses
-from twistreg.web.app import Registry, build_app
+from twistreg.web.app import build_app
 from twistreg.web.body import RegistryRequest
 from twistreg.web.wsgi import PrefixMount, WSGIContainer, mount_prefix
 
