@@ -21,6 +21,9 @@ _IMAGE_ID = re.compile(r"[a-f0-9]{16}|[a-f0-9]{64}")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _MAX_NAME_BYTES = 255
 
+#: The directory holding one directory per image.
+IMAGES = "images"
+
 #: The directory holding one directory per namespace, each holding one per repository.
 REPOSITORIES = "repositories"
 
@@ -58,7 +61,7 @@ def require_image_id(image_id: str) -> None:
 
 def image_key(image_id: str, name: str) -> str:
     """C{images/<id>/<name>}; the id must have been validated."""
-    return f"images/{image_id}/{name}"
+    return f"{IMAGES}/{image_id}/{name}"
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IConsumer, IPullProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twistreg.layout import IMAGES, REPOSITORIES
 from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
 
 log = Logger()
@@ -234,7 +235,7 @@ class LocalStorage:
         @return: how many files were removed.
         """
         removed = 0
-        for top in ("images", "repositories"):
+        for top in (IMAGES, REPOSITORIES):
             for directory, _dirs, files in os.walk(os.path.join(self.root, top)):
                 for name in files:
                     if name.startswith(TEMP_PREFIX) and not _owner_alive(name):
