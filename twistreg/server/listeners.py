@@ -22,7 +22,6 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
     UNIXServerEndpoint,
-    _parse,
     serverFromString,
 )
 from twisted.internet.error import CannotListenError
@@ -30,6 +29,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.lockfile import FilesystemLock
 
+from twistreg import compat
 from twistreg.server.scoreboard import AcceptBalancer
 
 DEFAULT_BACKLOG = 2048
@@ -84,18 +84,17 @@ def parse_listen(reactor, description: str) -> ListenSpec:
         raise ValueError(f"{description!r}: {str(error) or type(error).__name__}") from None
     except ValueError as error:
         raise ValueError(f"{description!r}: {error}") from None
-    _args, keywords = _parse(description)
-    given = keywords.get("backlog")
+    given = compat.endpoint_keywords(description).get("backlog")
     if isinstance(endpoint, UNIXServerEndpoint):
-        path = endpoint._address
+        path, mode, lockfile = compat.unix_endpoint_parameters(endpoint)
         return ListenSpec(
             description=description,
             kind="unix",
             family="UNIX",
             backlog=int(given) if given else DEFAULT_BACKLOG,
             path=os.fsdecode(path),
-            mode=endpoint._mode,
-            lockfile=bool(endpoint._wantPID),
+            mode=mode,
+            lockfile=lockfile,
         )
     if isinstance(endpoint, AdoptedStreamServerEndpoint):
         family = _FAMILY_NAMES.get(endpoint.addressFamily)
@@ -108,7 +107,7 @@ def parse_listen(reactor, description: str) -> ListenSpec:
                 inherited_fd=endpoint.fileno,
             )
     if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)):
-        interface = endpoint._interface
+        interface, port = compat.tcp_endpoint_parameters(endpoint)
         # As tcp.Port does: an IPv6 interface makes an IPv6 socket, whatever the prefix.
         ipv6 = isinstance(endpoint, TCP6ServerEndpoint) or abstract.isIPv6Address(interface)
         return ListenSpec(
@@ -117,7 +116,7 @@ def parse_listen(reactor, description: str) -> ListenSpec:
             family="INET6" if ipv6 else "INET",
             backlog=int(given) if given else DEFAULT_BACKLOG,
             host=interface,
-            port=int(endpoint._port),
+            port=port,
         )
     raise UnsupportedListener(
         f"{description!r} cannot be shared with worker processes"
@@ -286,9 +285,10 @@ def adopt(
     if spec.kind == "ssl":
         factory = TLSMemoryBIOFactory(tls_context(reactor, spec.description), False, factory)
     if spec.kind == "unix":
-        port = _AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+        port = compat.port_from_listening_descriptor(_AdoptedUNIXPort, reactor, fd, factory)
     else:
-        port = _AdoptedTCPPort._fromListeningDescriptor(reactor, fd, FAMILIES[spec.family], factory)
+        port = compat.port_from_listening_descriptor(_AdoptedTCPPort, reactor, fd,
+                                                     FAMILIES[spec.family], factory)
     port.accepts_per_wakeup = accepts_per_wakeup
     port.balancer = balancer
     port.startListening()
@@ -298,5 +298,4 @@ def adopt(
 
 def tls_context(reactor, description: str):
     """The server TLS context an C{ssl:} endpoint string describes (certificates read now)."""
-    endpoint = serverFromString(reactor, description)
-    return endpoint._sslContextFactory
+    return compat.ssl_context_factory(serverFromString(reactor, description))

@@ -1,0 +1,73 @@
+# -*- test-case-name: tests.test_compat -*-
+"""
+The private Twisted APIs twistreg relies on, in one place: one function per use, each saying
+why it is needed and which public API would replace it.
+
+Everything else in twistreg uses Twisted's public API only, so a Twisted release that moves
+one of these breaks this module (and tests/test_compat.py), nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import endpoints
+
+
+def endpoint_keywords(description: str) -> dict[str, str]:
+    """
+    The C{name=value} arguments of an endpoint string (C{backlog=...}).
+
+    Needed because a server endpoint keeps the backlog it was given to itself, and the master
+    binds the socket with it (it must never call the endpoint's C{listen}, which would accept).
+    Public replacement: none; an endpoint exposing its parameters, or parsing the string here.
+    """
+    _args, keywords = endpoints._parse(description)
+    return keywords
+
+
+def unix_endpoint_parameters(endpoint: endpoints.UNIXServerEndpoint) -> tuple[Any, int, bool]:
+    """
+    The socket path, file mode and lock-file flag of a C{unix:} server endpoint.
+
+    Needed for the master to bind the socket the way the endpoint would, without listening
+    on it. Public replacement: none (the endpoint's attributes are private).
+    """
+    return endpoint._address, endpoint._mode, bool(endpoint._wantPID)
+
+
+def tcp_endpoint_parameters(
+    endpoint: endpoints.TCP4ServerEndpoint | endpoints.TCP6ServerEndpoint
+    | endpoints.SSL4ServerEndpoint,
+) -> tuple[str, int]:
+    """
+    The interface and port of a C{tcp:}, C{tcp6:} or C{ssl:} server endpoint.
+
+    Needed for the master to bind the socket itself (see L{unix_endpoint_parameters}).
+    Public replacement: none (the endpoint's attributes are private).
+    """
+    return endpoint._interface, int(endpoint._port)
+
+
+def ssl_context_factory(endpoint: endpoints.SSL4ServerEndpoint) -> Any:
+    """
+    The TLS context factory of an C{ssl:} server endpoint (certificates already read).
+
+    Needed because a worker adopts a plain listening socket and wraps its factory in TLS
+    itself, with the certificates the endpoint string names. Public replacement: building
+    the context with C{twisted.internet.ssl} from the endpoint string's own arguments.
+    """
+    return endpoint._sslContextFactory
+
+
+def port_from_listening_descriptor(port_class: type, reactor: Any, fd: int, *args: Any) -> Any:
+    """
+    An instance of C{port_class} (a C{tcp.Port} or C{unix.Port} subclass) over an inherited,
+    listening descriptor: C{args} are the address family (TCP only) and the factory.
+
+    Needed because the worker's ports accept a bounded batch per wake-up and consult the
+    scoreboard (twistreg.server.listeners), and C{reactor.adoptStreamPort} can only make
+    Twisted's own port class. Public replacement: an C{adoptStreamPort} that takes a port
+    class, or a public accept-batch setting on adopted ports.
+    """
+    return port_class._fromListeningDescriptor(reactor, fd, *args)
