@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import setproctitle
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Protocol
@@ -317,12 +318,8 @@ def resident_memory() -> int:
 
 
 def set_title(title: str) -> None:
-    """The process title C{ps} shows, when setproctitle is installed (it is optional)."""
-    try:
-        from setproctitle import setproctitle
-    except ImportError:
-        return
-    setproctitle(title)
+    """The process title C{ps} shows, so that the master and each worker are told apart."""
+    setproctitle.setproctitle(title)
 
 
 def main(argv: list[str] | None = None) -> int:
