@@ -767,3 +767,26 @@ def test_shipped_storage_paths() -> None:
 
 def test_system_config_path_constant() -> None:
     assert config.SYSTEM_CONFIG_PATH == "/etc/twistreg/config.yml"
+
+
+# -- applications named in the configuration -----------------------------------------------------
+
+
+def test_load_application_follows_attribute_paths() -> None:
+    import os.path
+
+    assert config.load_application("os:path.join") is os.path.join
+    assert config.load_application("os.path", default="join") is os.path.join
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("os.path", "cannot load the worker application 'os.path': "
+     "ValueError: no attribute named: use module:attribute"),
+    ("os:sep", "the worker application 'os:sep' is not callable"),
+    ("os:nothing_here", "cannot load the worker application 'os:nothing_here': "
+     "AttributeError: module 'os' has no attribute 'nothing_here'"),
+])
+def test_load_application_errors_name_what_was_loaded(name: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load_application(name, "worker application")
+    assert str(caught.value) == message

@@ -35,7 +35,7 @@ from twistreg.web.wsgi import (
     _ReactorCalls,
     _Response,
     _Threads,
-    load_application,
+    load_wsgi_application,
     mount_prefix,
 )
 
@@ -120,7 +120,7 @@ def test_trusted_proxies() -> None:
 ])
 def test_load_errors_are_one_line(name: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_application(name)
+        load_wsgi_application(name)
     assert str(caught.value) == message
 
 
@@ -129,7 +129,7 @@ def test_load_error_in_the_module_says_where(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError) as caught:
-        load_application("broken_app:app")
+        load_wsgi_application("broken_app:app")
     assert str(caught.value) == (
         "cannot load the WSGI application 'broken_app:app': RuntimeError: no database"
         f" (at {tmp_path / 'broken_app.py'}:2)")
@@ -138,7 +138,7 @@ def test_load_error_in_the_module_says_where(tmp_path: Path, monkeypatch) -> Non
 def test_load_module_alone_means_its_application() -> None:
     from tests import wsgi_app
 
-    assert load_application("tests.wsgi_app") is wsgi_app.application
+    assert load_wsgi_application("tests.wsgi_app") is wsgi_app.application
 
 
 # -- which bodies are spooled --------------------------------------------------------------------

@@ -9,9 +9,12 @@ would see.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
-from collections.abc import Mapping
+import sys
+import traceback
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -222,6 +225,46 @@ def require_supported_storage(settings: Settings) -> None:
         raise ConfigError(
             f"storage driver '{settings.storage}' is not supported (supported: local, file, s3)"
         )
+
+
+def load_application(
+    name: str, what: str = "application", default: str | None = None
+) -> Callable[..., Any]:
+    """
+    The callable C{module:attribute.path} names, imported as gunicorn does, with the working
+    directory first on C{sys.path}: the WSGI application of C{server.wsgi}, the factory a
+    worker of the pool builds its application with.
+
+    @param what: what the name is for, in the error message (C{"WSGI application"}).
+    @param default: the attribute C{module} alone means (C{"application"} for WSGI).
+    @raise ConfigError: one line saying why it cannot be loaded (and where, when the
+        module's own code failed).
+    """
+    module_name, _, attribute = name.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+        path = attribute or default
+        if not path:
+            raise ValueError("no attribute named: use module:attribute")
+        for part in path.split("."):
+            target = getattr(target, part)
+    except Exception as error:
+        text = " ".join(str(error).split())
+        raise ConfigError(f"cannot load the {what} {name!r}: "
+                          f"{type(error).__name__}: {text}{_where(error)}") from None
+    if not callable(target):
+        raise ConfigError(f"the {what} {name!r} is not callable")
+    return target
+
+
+def _where(error: Exception) -> str:
+    """Where in the application's own code C{error} was raised, when it was."""
+    machinery = (os.path.dirname(importlib.__file__), __file__, "<")
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not frame.filename.startswith(machinery)]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 # -- finding and reading the file ---------------------------------------------------------------

@@ -21,7 +21,12 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 
-from twistreg.config import ConfigError, Settings, load_settings, require_supported_storage
+from twistreg.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    require_supported_storage,
+)
 from twistreg.registry.auth import Authorizer, IndexClient
 from twistreg.registry.images import Images
 from twistreg.registry.index import Index
@@ -36,7 +41,7 @@ from twistreg.storage import open_storage
 from twistreg.storage.interface import IStorage
 from twistreg.storage.local import LocalStorage
 from twistreg.web.site import RegistrySite
-from twistreg.web.wsgi import WSGIContainer, load_application
+from twistreg.web.wsgi import WSGIContainer, load_wsgi_application
 
 log = Logger()
 
@@ -87,7 +92,7 @@ def build_site(settings: Settings, reactor, access_log: IO[str] | ReopenableStre
     server = settings.server
     wsgi = None
     if server.wsgi is not None:
-        wsgi = WSGIContainer(reactor, load_application(server.wsgi), threads=server.threads,
+        wsgi = WSGIContainer(reactor, load_wsgi_application(server.wsgi), threads=server.threads,
                              trusted_proxies=server.trusted_proxies, multiprocess=multiprocess)
     registry = build_registry(settings, reactor) if server.serves_registry else None
     return RegistrySite(registry, access_log, wsgi=wsgi, wsgi_mount=server.wsgi_mount,

@@ -12,7 +12,6 @@ standard input means the master is gone, and the worker stops rather than live a
 from __future__ import annotations
 
 import faulthandler
-import importlib
 import os
 import signal
 import sys
@@ -36,7 +35,7 @@ from twisted.logger import (
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from twistreg.config import ConfigError
+from twistreg.config import ConfigError, load_application
 from twistreg.logs import line_log_observer
 from twistreg.server.drain import ConnectionTracker
 from twistreg.server.interfaces import IWorkerApplication
@@ -56,13 +55,9 @@ BOARD_INTERVAL = 0.25
 """Seconds between scoreboard updates of an idle worker (peers ignore it after a second)."""
 
 
-def load_application(name: str) -> Callable[..., Any]:
-    """The callable C{module:attribute.path} names."""
-    module_name, _, attribute = name.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in filter(None, attribute.split(".")):
-        target = getattr(target, part)
-    return target
+def load_factory(name: str) -> Callable[..., Any]:
+    """The application factory the spec names (C{module:callable})."""
+    return load_application(name, "worker application")
 
 
 @implementer(IWorkerApplication)
@@ -113,7 +108,7 @@ class Worker:
     """
 
     def __init__(
-        self, reactor, spec: WorkerSpec, *, load: Callable[[str], Callable] = load_application
+        self, reactor, spec: WorkerSpec, *, load: Callable[[str], Callable] = load_factory
     ) -> None:
         self._reactor = reactor
         self.spec = spec

@@ -13,14 +13,11 @@ This container keeps the shape and fixes those three, with public Twisted APIs o
 
 from __future__ import annotations
 
-import importlib
 import io
 import ipaddress
 import os
 import queue
-import sys
 import threading
-import traceback
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
@@ -33,7 +30,7 @@ from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from twistreg.config import DEFAULT_WSGI_THREADS, ConfigError
+from twistreg.config import DEFAULT_WSGI_THREADS, load_application
 
 log = Logger()
 
@@ -46,36 +43,13 @@ WINDOW = 1 << 20
 _ERROR_BODY = b"Internal Server Error\n"
 
 
-def load_application(name: str) -> WSGIApplication:
+def load_wsgi_application(name: str) -> WSGIApplication:
     """
-    The WSGI callable C{module:attribute} names (C{module} alone: its C{application}),
-    imported as gunicorn does, with the working directory first on C{sys.path}.
+    The WSGI callable C{module:attribute} names (C{module} alone: its C{application}).
 
-    @raise ConfigError: one line saying why it cannot be loaded (and where, when the
-        module's own code failed).
+    @raise twistreg.config.ConfigError: one line saying why it cannot be loaded.
     """
-    module_name, _, attribute = name.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in (attribute or "application").split("."):
-            target = getattr(target, part)
-    except Exception as error:
-        text = " ".join(str(error).split())
-        raise ConfigError(f"cannot load the WSGI application {name!r}: "
-                          f"{type(error).__name__}: {text}{_where(error)}") from None
-    if not callable(target):
-        raise ConfigError(f"the WSGI application {name!r} is not callable")
-    return target
-
-
-def _where(error: Exception) -> str:
-    """Where in the application's own code C{error} was raised, when it was."""
-    machinery = (os.path.dirname(importlib.__file__), __file__, "<")
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
-              if not frame.filename.startswith(machinery)]
-    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return load_application(name, "WSGI application", default="application")
 
 
 def mount_prefix(path: str) -> tuple[bytes, ...]:
