@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 
 import pytest
+from twisted.internet.defer import ensureDeferred
 
 from tests.test_layerfiles import COMPRESSORS, RICH_MEMBERS, make_sparse_tar, make_tar, member
-from twistreg.checksums import PayloadHasher, payload_checksum, tarsum
+from tests.threads import HeldPool, InlineThreadsReactor, RealThreadsReactor
+from twistreg.checksums import (
+    BackgroundPayloadHasher,
+    PayloadHasher,
+    payload_checksum,
+    tarsum,
+)
 from twistreg.registry.layerfiles import LayerFormatError
 
 ID_1 = b'{"id": "' + b"1" * 64 + b'"}'
@@ -142,53 +150,85 @@ def test_tarsum_not_a_tar() -> None:
         sum_of(b"{}", b"not a tar" * 100)
 
 
-class _ThreadCalls:
-    """A reactor stand-in that runs what threads hand it when the test says so."""
-
-    def __init__(self) -> None:
-        import queue
-
-        self.calls: queue.SimpleQueue = queue.SimpleQueue()
-
-    def callFromThread(self, f, *args) -> None:
-        self.calls.put((f, args))
-
-    def run_one(self, timeout: float = 10) -> None:
-        f, args = self.calls.get(timeout=timeout)
-        f(*args)
-
-
-def test_background_hasher_applies_back_pressure():
-    from twistreg.checksums import BackgroundPayloadHasher
-
-    reactor = _ThreadCalls()
+def test_background_hasher_with_inline_threads() -> None:
+    """With a pool that runs jobs at once, every update is hashed before it returns."""
+    reactor = InlineThreadsReactor()
     hasher = BackgroundPayloadHasher(reactor, b"json", limit=1)
-    wait = hasher.update(b"a" * 600)
-    assert wait is not None
-    reactor.run_one()  # the thread caught up
-    assert wait.called
-
-
-def test_background_hasher_checksum():
-    from twisted.internet.defer import ensureDeferred
-
-    from twistreg.checksums import BackgroundPayloadHasher, payload_checksum
-
-    reactor = _ThreadCalls()
-    hasher = BackgroundPayloadHasher(reactor, b"json", limit=10**9)
     layer = bytes(range(256)) * 5000
     for i in range(0, len(layer), 4096):
         assert hasher.update(layer[i : i + 4096]) is None
     result = ensureDeferred(hasher.checksum())
-    reactor.run_one()
     assert result.result == payload_checksum(b"json", layer)
+    assert reactor.pool.jobs == len(range(0, len(layer), 4096))
 
 
-def test_background_hasher_stop_ends_the_thread():
-    from twistreg.checksums import BackgroundPayloadHasher
+def test_background_hasher_batches_what_is_queued() -> None:
+    """Chunks queued while the pool is busy go to it as one job, in order."""
+    pool = HeldPool()
+    hasher = BackgroundPayloadHasher(InlineThreadsReactor(pool), b"j", limit=10**9)
+    for chunk in (b"a", b"b", b"c", b"d"):
+        hasher.update(chunk)
+    assert len(pool.held) == 1
+    pool.run_next()
+    assert len(pool.held) == 1
+    result = ensureDeferred(hasher.checksum())
+    assert not result.called
+    pool.run_next()
+    assert result.result == payload_checksum(b"j", b"abcd")
 
-    reactor = _ThreadCalls()
-    hasher = BackgroundPayloadHasher(reactor, b"json")
-    hasher.update(b"x" * 100)
+
+def test_background_hasher_applies_back_pressure() -> None:
+    """Past the limit the caller is asked to wait until the pool has caught up."""
+    pool = HeldPool()
+    hasher = BackgroundPayloadHasher(InlineThreadsReactor(pool), b"j", limit=1000)
+    assert hasher.update(b"a" * 600) is None
+    wait = hasher.update(b"b" * 600)
+    assert wait is not None
+    assert hasher.update(b"c" * 10) is wait
+    pool.run_next()
+    assert not wait.called  # 610 bytes still wait: more than half the limit
+    pool.run_next()
+    assert wait.called
+    assert hasher.update(b"d") is None
+
+
+def test_background_hasher_stop_forgets_the_rest() -> None:
+    """stop() drops what is queued and releases a waiting caller; later chunks are ignored."""
+    pool = HeldPool()
+    hasher = BackgroundPayloadHasher(InlineThreadsReactor(pool), b"j", limit=10)
+    hasher.update(b"a" * 5)
+    wait = hasher.update(b"b" * 20)
     hasher.stop()
-    reactor.run_one()  # the thread says it finished
+    assert wait.called
+    pool.run_next()
+    assert hasher.update(b"c") is None
+    assert pool.held == []
+
+
+def test_background_hasher_failure_reaches_checksum() -> None:
+    """A job that fails in the pool fails the checksum instead of leaving it waiting."""
+    hasher = BackgroundPayloadHasher(InlineThreadsReactor(), b"j")
+    hasher.update("not bytes")  # type: ignore[arg-type]
+    failures: list = []
+    ensureDeferred(hasher.checksum()).addErrback(failures.append)
+    assert failures[0].check(TypeError)
+
+
+def test_background_hasher_in_real_threads() -> None:
+    """A real pool hashes a multi-MiB stream, given in uneven chunks with back-pressure."""
+    reactor = RealThreadsReactor()
+    try:
+        hasher = BackgroundPayloadHasher(reactor, ID_1, limit=256 * 1024)
+        layer = hashlib.sha512(b"seed").digest() * (6 * 1024 * 1024 // 64 + 7)
+        paused = 0
+        for start in range(0, len(layer), 65531):
+            wait = hasher.update(layer[start : start + 65531])
+            if wait is not None:
+                paused += 1
+                reactor.run_until(lambda wait=wait: wait.called)
+        result = ensureDeferred(hasher.checksum())
+        reactor.run_until(lambda: result.called)
+        assert result.result == payload_checksum(ID_1, layer)
+        assert paused > 0
+    finally:
+        reactor.stop()

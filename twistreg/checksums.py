@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import queue
 import tarfile
-import threading
 from typing import BinaryIO
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
+from twisted.python.failure import Failure
 
 from twistreg.registry.layerfiles import open_layer
 
@@ -57,61 +56,96 @@ class PayloadHasher:
 
 class BackgroundPayloadHasher:
     """
-    The payload checksum computed in a thread of its own while the reactor receives and
-    writes the layer: hashlib releases the GIL on large buffers, so the hash runs beside
+    The payload checksum computed in the reactor's thread pool while the reactor receives
+    and writes the layer: hashlib releases the GIL on large buffers, so the hash runs beside
     the rest instead of after it.
 
-    At most C{limit} bytes wait to be hashed; past that, L{update} returns a Deferred that
-    fires when the thread has caught up, so the caller can pause the client.
+    Chunks wait in a queue; whatever is queued when the pool is free goes there as one batch,
+    so a fast client costs a thread hop per batch, not per chunk, and batches run one after
+    the other because the hash depends on the order.  At most C{limit} bytes wait to be
+    hashed; past that, L{update} returns a Deferred that fires when the pool has caught up,
+    so the caller can pause the client.
 
-    @param reactor: where the thread's news is delivered (C{callFromThread}).
+    @param reactor: provides the thread pool (C{getThreadPool}) and delivers its results
+        (C{callFromThread}); a test reactor may run both synchronously.
     """
 
     def __init__(self, reactor, image_json: bytes, limit: int = 4 * _CHUNK) -> None:
         self._reactor = reactor
         self._hasher = PayloadHasher(image_json)
         self._limit = limit
-        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._queue: list[bytes] = []
         self._queued = 0
+        self._hashing = False
         self._stopped = False
         self._caught_up: defer.Deferred[None] | None = None
-        self._finished: defer.Deferred[None] = defer.Deferred()
-        threading.Thread(target=self._run, name="twistreg-hash", daemon=True).start()
+        self._idle: list[defer.Deferred[None]] = []
+        self._failure: Failure | None = None
 
     def update(self, chunk: bytes) -> defer.Deferred[None] | None:
         """Queue C{chunk}; a Deferred result asks the caller to wait for it."""
-        with self._lock:
-            # Counted before the thread can see it, so the count never goes below zero.
-            self._queued += len(chunk)
-            waiting = self._queued > self._limit
-            if waiting and self._caught_up is None:
-                self._caught_up = defer.Deferred()
-            caught_up = self._caught_up if waiting else None
-        self._chunks.put(chunk)
-        return caught_up
+        if self._stopped:
+            return None
+        self._queue.append(chunk)
+        self._queued += len(chunk)
+        self._next_batch()
+        if self._queued <= self._limit:
+            return None
+        if self._caught_up is None:
+            self._caught_up = defer.Deferred()
+        return self._caught_up
 
     async def checksum(self) -> str:
         """The checksum, once every queued chunk is hashed."""
-        self._chunks.put(None)
-        await self._finished
+        if self._hashing:
+            idle: defer.Deferred[None] = defer.Deferred()
+            self._idle.append(idle)
+            await idle
+        if self._failure is not None:
+            self._failure.raiseException()
         return self._hasher.checksum()
 
     def stop(self) -> None:
-        """Forget the rest: the thread ends without hashing what is queued."""
+        """Forget the rest: what is queued is never hashed, and nobody is kept waiting."""
         self._stopped = True
-        self._chunks.put(None)
+        self._queue.clear()
+        self._queued = 0
+        self._resume_caller()
 
-    def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            if not self._stopped:
-                self._hasher.update(chunk)
-            with self._lock:
-                self._queued -= len(chunk)
-                if self._caught_up is not None and self._queued <= self._limit // 2:
-                    caught_up, self._caught_up = self._caught_up, None
-                    self._reactor.callFromThread(caught_up.callback, None)
-        self._reactor.callFromThread(self._finished.callback, None)
+    def _next_batch(self) -> None:
+        if self._hashing or not self._queue or self._stopped:
+            return
+        batch, self._queue = self._queue, []
+        # Set before the hop: a synchronous pool reports back before deferToThreadPool returns.
+        self._hashing = True
+        threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), self._hash, batch
+        ).addBoth(self._hashed, batch)
+
+    def _hash(self, batch: list[bytes]) -> None:
+        for chunk in batch:
+            self._hasher.update(chunk)
+
+    def _hashed(self, result: None | Failure, batch: list[bytes]) -> None:
+        self._hashing = False
+        if isinstance(result, Failure):
+            # Nothing in hashlib fails on bytes; should the pool, the checksum says so.
+            self._failure = result
+            self.stop()
+        if not self._stopped:
+            self._queued -= sum(map(len, batch))
+        if self._queued <= self._limit // 2:
+            self._resume_caller()
+        self._next_batch()
+        if not self._hashing:
+            idle, self._idle = self._idle, []
+            for waiting in idle:
+                waiting.callback(None)
+
+    def _resume_caller(self) -> None:
+        if self._caught_up is not None:
+            caught_up, self._caught_up = self._caught_up, None
+            caught_up.callback(None)
 
 
 def payload_checksum(image_json: bytes, layer: bytes) -> str:

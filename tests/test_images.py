@@ -1,0 +1,125 @@
+"""
+The image rules (R3–R10) called directly, over a temporary local storage, with a reactor
+whose thread pool runs jobs at once: no sockets, no threads, no waiting.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+from twisted.internet.defer import ensureDeferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.tempdirs import TemporaryDirectories
+from tests.threads import InlineThreadsReactor
+from twistreg.checksums import payload_checksum
+from twistreg.config import load_settings
+from twistreg.errors import RegistryError
+from twistreg.registry.auth import Authorizer
+from twistreg.registry.images import Images
+from twistreg.storage.local import LocalStorage
+
+BASE = "a" * 64
+CHILD = "b" * 64
+
+
+def make_layer(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 1400000000, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+class ImagesTestCase(TemporaryDirectories, SynchronousTestCase):
+    """Images over a fresh storage, standalone; helpers to run its coroutines."""
+
+    def setUp(self) -> None:
+        self.root = self.temporary_directory()
+        self.storage = LocalStorage(self.root)
+        self.reactor = InlineThreadsReactor()
+        settings = load_settings(None, environ={}, system_config_path=None)
+        self.images = Images(
+            self.storage, self.reactor, Authorizer(settings, self.storage, self.reactor, None)
+        )
+
+    def done(self, coroutine):
+        return self.successResultOf(ensureDeferred(coroutine))
+
+    def refused(self, coroutine) -> tuple[int, str]:
+        error = self.failureResultOf(ensureDeferred(coroutine), RegistryError).value
+        return error.status, error.message
+
+    def stored(self, key: str) -> bytes:
+        return self.successResultOf(self.storage.get_content(key))
+
+    def put(self, key: str, data: bytes) -> None:
+        self.successResultOf(self.storage.put_content(key, data))
+
+    def push(self, image_id: str, layer: bytes, parent: str | None = None) -> bytes:
+        """R8, R4 and R5 of one image; its json."""
+        image_json = {"id": image_id}
+        if parent:
+            image_json["parent"] = parent
+        body = json.dumps(image_json).encode()
+        self.done(self.images.put_json(image_id, body, None, None))
+        upload = self.done(self.images.begin_layer_upload(image_id))
+        for start in range(0, len(layer), 7000):
+            upload.write(layer[start : start + 7000])
+        self.done(upload.commit())
+        self.done(self.images.put_checksum(image_id, payload_checksum(body, layer)))
+        return body
+
+
+class UploadTests(ImagesTestCase):
+    def test_upload_completes_with_inline_threads(self) -> None:
+        """R4's checksum is computed in the reactor's pool and stored when the body ends."""
+        body = json.dumps({"id": BASE}).encode()
+        layer = bytes(range(256)) * 300
+        self.done(self.images.put_json(BASE, body, None, None))
+        upload = self.done(self.images.begin_layer_upload(BASE))
+        for start in range(0, len(layer), 7000):
+            self.assertIsNone(upload.write(layer[start : start + 7000]))
+        self.done(upload.commit())
+        self.assertEqual(json.loads(self.stored(f"images/{BASE}/_checksum")),
+                         [payload_checksum(body, layer)])
+        self.assertEqual(self.stored(f"images/{BASE}/layer"), layer)
+        self.assertGreater(self.reactor.pool.jobs, 0)
+
+    def test_aborted_upload_changes_nothing(self) -> None:
+        self.done(self.images.put_json(BASE, json.dumps({"id": BASE}).encode(), None, None))
+        upload = self.done(self.images.begin_layer_upload(BASE))
+        upload.write(b"half a layer")
+        upload.abort()
+        self.assertFalse(self.successResultOf(self.storage.exists(f"images/{BASE}/layer")))
+        self.assertFalse(self.successResultOf(self.storage.exists(f"images/{BASE}/_checksum")))
+
+
+class FileListTests(ImagesTestCase):
+    def test_file_list_parsed_in_the_pool(self) -> None:
+        """R9 reads the layer through the reactor's pool and caches the list as C{_files}."""
+        self.push(BASE, make_layer({"etc/hello.txt": b"hello world!"}))
+        jobs = self.reactor.pool.jobs
+        self.done(self.images.check_files(BASE, "_files", None))
+        body = self.done(self.images.get_files(BASE))
+        self.assertEqual(json.loads(body),
+                         [["etc/hello.txt", "f", False, 12, 1400000000, 420, 0, 0]])
+        self.assertEqual(self.stored(f"images/{BASE}/_files"), body)
+        self.assertEqual(self.reactor.pool.jobs, jobs + 1)
+
+    def test_diff_computed_in_the_pool(self) -> None:
+        self.push(BASE, make_layer({"a": b"1", "b": b"2"}))
+        self.push(CHILD, make_layer({"a": b"changed", "c": b"new"}), parent=BASE)
+        diff = json.loads(self.done(self.images.get_diff(CHILD)))
+        self.assertEqual(sorted(diff["changed"]), ["a"])
+        self.assertEqual(sorted(diff["created"]), ["c"])
+        self.assertEqual(diff["deleted"], {})
+
+    def test_not_a_tar(self) -> None:
+        self.push(BASE, b"not a tar at all" * 100)
+        self.assertEqual(self.refused(self.images.get_files(BASE)),
+                         (400, "Layer format not supported"))
