@@ -17,7 +17,7 @@ from twistreg.checksums import (
     payload_checksum,
     tarsum,
 )
-from twistreg.registry.layerfiles import LayerFormatError
+from twistreg.tarfiles import LayerFormatError
 
 ID_1 = b'{"id": "' + b"1" * 64 + b'"}'
 

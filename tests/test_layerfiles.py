@@ -1,4 +1,4 @@
-"""Tests for L{twistreg.registry.layerfiles}: the R9 file list and the R10 diff."""
+"""Tests for L{twistreg.registry.layerfiles} and L{twistreg.tarfiles}: R9 files, R10 diff."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import tarfile
 
 import pytest
 
-from twistreg.registry.layerfiles import LayerFormatError, diff, list_files
+from twistreg.registry.layerfiles import diff, list_files
+from twistreg.tarfiles import LayerFormatError
 
 COMPRESSORS = {
     "plain": lambda data: data,

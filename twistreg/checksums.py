@@ -13,7 +13,7 @@ from typing import BinaryIO
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
-from twistreg.registry.layerfiles import open_layer
+from twistreg.tarfiles import open_layer
 
 _CHUNK = 1 << 20
 
@@ -163,7 +163,7 @@ def tarsum(image_json: bytes, layer: BinaryIO) -> str:
     name, sizes and times they carry are, as tarfile applies them to the member they describe.
 
     @param layer: a plain, gzip, bzip2 or xz tar stream, read once, forward only.
-    @raise twistreg.registry.layerfiles.LayerFormatError: the layer is not a readable tar.
+    @raise twistreg.tarfiles.LayerFormatError: the layer is not a readable tar.
     """
     digests = []
     with open_layer(layer) as tar:

@@ -22,6 +22,7 @@ from twistreg.registry import layerfiles
 from twistreg.registry.auth import Authorizer, Token
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
+from twistreg.tarfiles import LayerFormatError
 
 log = Logger()
 
@@ -328,7 +329,7 @@ class Images:
             return await threads.deferToThreadPool(
                 self._reactor, self._reactor.getThreadPool(), parse
             )
-        except layerfiles.LayerFormatError:
+        except LayerFormatError:
             raise RegistryError(400, "Layer format not supported") from None
 
 

@@ -7,17 +7,11 @@ Everything here is synchronous and may take long on big layers: callers run it i
 
 from __future__ import annotations
 
-import lzma
 import tarfile
-import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import BinaryIO
 
-# tarfile wraps most decoding failures in ReadError, but not all: bzip2 or xz data going on past
-# the end of the compressed stream raises EOFError, and the decompressors' own errors (OSError
-# for bzip2, zlib.error, LZMAError) are the ones a change in tarfile's wrapping would let out.
-_UNREADABLE = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+from twistreg.tarfiles import open_layer
 
 _TYPE_LETTERS = {
     tarfile.REGTYPE: "f",
@@ -37,28 +31,6 @@ _TYPE_LETTERS = {
 _WHITEOUT = "/.wh."
 
 
-class LayerFormatError(Exception):
-    """The layer is not a readable tar archive (R9, R10: 400 C{Layer format not supported})."""
-
-
-@contextmanager
-def open_layer(layer: BinaryIO) -> Iterator[tarfile.TarFile]:
-    """
-    Open a plain, gzip, bzip2 or xz tar stream for one forward pass.
-
-    Stream mode never seeks nor holds a member in memory, so multi-GiB layers are fine; the
-    price is that members must be read in archive order, inside the C{with} block. Any failure
-    to decode the archive, while opening or later while iterating or reading contents, leaves
-    the block as L{LayerFormatError} so that callers have a single error to map to a 400.
-    """
-    try:
-        # Names are decoded as UTF-8 whatever the locale, so results do not depend on the host.
-        with tarfile.open(fileobj=layer, mode="r|*", encoding="utf-8") as tar:
-            yield tar
-    except _UNREADABLE as e:
-        raise LayerFormatError(f"{type(e).__name__}: {e}") from e
-
-
 def list_files(layer: BinaryIO) -> list[list]:
     """
     The R9 file list: C{[name, type, deleted, size, mtime, mode, uid, gid]} in archive order.
@@ -67,7 +39,8 @@ def list_files(layer: BinaryIO) -> list[list]:
     top-level C{/.wh..wh.*} aufs metadata is dropped: that is what 0.9.1 did and what the
     contract keeps, so cached C{_files} written by either server agree.
 
-    @raise LayerFormatError: the layer is not a readable tar (an empty, 0-byte layer included).
+    @raise twistreg.tarfiles.LayerFormatError: the layer is not a readable tar (an empty,
+        0-byte layer included).
     """
     with open_layer(layer) as tar:
         return [entry for entry in map(_file_entry, tar) if entry is not None]
