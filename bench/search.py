@@ -28,13 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import attrs  # noqa: E402
 import treq  # noqa: E402
-from klein import Klein  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
 
+from twistreg.config import load_settings  # noqa: E402
 from twistreg.registry.search import SearchIndex, postgresql_index, sqlite_index  # noqa: E402
-from twistreg.web.search import add_search_route  # noqa: E402
+from twistreg.service import build_registry  # noqa: E402
+from twistreg.web.site import registry_resource  # noqa: E402
 
 TARGET_MS = 50.0
 WORDS = (
@@ -110,13 +112,10 @@ async def measure(
     await index.rebuild(keys)
     fill_s = time.perf_counter() - started
 
-    app = Klein()
-
-    def route(path, methods):
-        return lambda handler: app.route(path, methods=methods)(handler)
-
-    add_search_route(route, index)
-    site = Site(app.resource())
+    settings = load_settings(None, environ={}, system_config_path=None,
+                             overrides={"storage_path": tempfile.mkdtemp(prefix="bench-")})
+    registry = attrs.evolve(build_registry(settings, reactor), search=index)
+    site = Site(registry_resource(registry))
     site.noisy = False
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     base = f"http://127.0.0.1:{port.getHost().port}/v1/search"

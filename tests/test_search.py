@@ -20,6 +20,7 @@ import threading
 import time
 from unittest import skipIf
 
+import attrs
 import pytest
 from treq.testing import StubTreq
 from twisted.enterprise import adbapi
@@ -38,9 +39,7 @@ from twistreg.registry import search
 from twistreg.registry.search import POSTGRESQL, SQLITE, SearchIndex, open_search_index, walk
 from twistreg.service import build_registry
 from twistreg.storage.local import LocalStorage
-from twistreg.web.app import build_app
-from twistreg.web.search import add_search_route
-from twistreg.web.site import RegistryResource
+from twistreg.web.site import registry_resource
 
 # What docker-registry 0.9.1 (SQLAlchemy 0.9.4) left in sqlite_master, captured from it.
 SCHEMA_091 = [
@@ -589,7 +588,7 @@ class OpenSearchIndexTests(TemporaryDirectories, SynchronousTestCase):
 
 
 class SearchRouteTests(TemporaryDirectories, SynchronousTestCase):
-    """R26 through HTTP, in memory: the registry's own app with the search route added."""
+    """R26 through HTTP, in memory: the registry's own routes over a search index."""
 
     def setUp(self) -> None:
         directory = self.temporary_directory()
@@ -598,21 +597,12 @@ class SearchRouteTests(TemporaryDirectories, SynchronousTestCase):
             config_file(directory, "dev: {standalone: true}"), "dev",
             overrides={"storage_path": directory}, environ={}, system_config_path=None,
         )
-        app = build_app(build_registry(settings, Clock()))
-
-        def route(path, methods):
-            def register(handler):
-                return app.route(path, methods=methods, endpoint=f"{handler.__name__} {path}")(
-                    handler
-                )
-            return register
-
         self.database = os.path.join(directory, "search.db")
         pool = InlineConnectionPool("sqlite3", self.database, check_same_thread=False)
         self.search_index = SearchIndex(pool, SQLITE, "test database")
         self.addCleanup(self.search_index.close)
-        add_search_route(route, self.search_index)
-        self.stub = StubTreq(RegistryResource(app))
+        registry = attrs.evolve(build_registry(settings, Clock()), search=self.search_index)
+        self.stub = StubTreq(registry_resource(registry))
 
     def fetch(self, path: str, method: str = "GET", headers: dict | None = None):
         """One request: the response and its body."""

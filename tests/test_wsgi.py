@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
@@ -146,7 +147,10 @@ def test_load_module_alone_means_its_application() -> None:
 
 def _body_for(method: bytes, path: bytes, length: int | None, prefix) -> object:
     channel = DummyChannel()
-    channel.site = SimpleNamespace(wsgi_prefix=prefix, open_upload=lambda image_id: None)
+    # The registry streams layer bodies (its route table says which); here, every PUT.
+    channel.site = SimpleNamespace(
+        wsgi_prefix=prefix,
+        open_upload=lambda request, method, path, auth: Deferred() if method == b"PUT" else None)
     channel._command, channel._path = method, path
     channel.transport.pauseProducing = channel.transport.resumeProducing = lambda: None
     request = RegistryRequest(channel)

@@ -71,3 +71,17 @@ def port_from_listening_descriptor(port_class: type, reactor: Any, fd: int, *arg
     class, or a public accept-batch setting on adopted ports.
     """
     return port_class._fromListeningDescriptor(reactor, fd, *args)
+
+
+def request_line(channel: Any) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """
+    The method, request target and version of the request whose headers an C{HTTPChannel}
+    has just parsed, while its body is still arriving.
+
+    Needed to decide at C{gotLength} time, before a byte of the body is stored, which route
+    the body is for (a layer streams into storage after its authorization). The channel
+    keeps them until the body is complete; the Request gets them only then. Public
+    replacement: none (a C{Request.gotLength} that is given the request line).
+    """
+    return (getattr(channel, "_command", None), getattr(channel, "_path", None),
+            getattr(channel, "_version", None))

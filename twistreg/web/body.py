@@ -1,29 +1,36 @@
 # -*- test-case-name: tests.test_body -*-
 """
-Request bodies: layers stream into storage as they arrive, everything else is capped.
+Request bodies: layers stream into storage as they arrive, everything else is capped, and a
+body that will be refused is answered before it is read.
 
 twisted.web buffers a whole body before any resource runs.  For a layer PUT that would mean a
-second copy of every byte and a checksum computed after the fact, so the request decides at
-C{gotLength} time, from the method and path, to hand the body to an upload sink that hashes
-and writes as bytes arrive.  Bodies for a hosted WSGI application are spooled as twisted.web
-does (in memory below 100 kB, else in a temporary file), of any size.  Other bodies are kept in
-memory up to L{BODY_LIMIT}.
+second copy of every byte and a checksum computed after the fact, so the request asks the
+Site at C{gotLength} time, from the method and path, whether the route streams its body: if
+so the route's policy (authorization first) and checks run and open an upload sink that
+hashes and writes as bytes arrive.  Bodies for a hosted WSGI application are spooled as
+twisted.web does (in memory below 100 kB, else in a temporary file), of any size.  Other
+bodies are kept in memory up to L{BODY_LIMIT}: a larger one gets its 413 at once.
 """
 
 from __future__ import annotations
 
 import io
-import re
 from inspect import signature
-from typing import IO, Callable, Optional
+from typing import IO, Any, Callable, Optional
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import RESPONSES
+from twisted.web.iweb import IRequest
 
+from twistreg.compat import request_line
+from twistreg.errors import RegistryError
 from twistreg.registry.images import LayerUpload
+from twistreg.web.responses import JSON_HEADERS, render_json
 
 log = Logger()
 
@@ -33,11 +40,10 @@ BODY_LIMIT = 10 * 1024 * 1024
 #: Bytes read from the socket at a time while a layer body arrives.
 UPLOAD_READ_SIZE = 1024 * 1024
 
-_LAYER_PATH = re.compile(rb"/v1/images/([^/]+)/layer")
 
-#: Opens the sink of a layer upload, given the image id from the path and the request's
-#: C{Authorization} header.
-UploadOpener = Callable[[str, Optional[str]], "defer.Deferred[LayerUpload]"]
+#: Opens the sink of a streamed body, given the request, its method, its decoded path and
+#: its C{Authorization} header; None when the route does not stream its body.
+UploadOpener = Callable[[IRequest, bytes, str, Optional[str]], Optional["defer.Deferred[Any]"]]
 
 
 def path_segments(uri: bytes) -> list[bytes]:
@@ -54,32 +60,58 @@ def decoded_path(uri: bytes) -> bytes:
 
 
 class CappedBody(io.BytesIO):
-    """An in-memory body that stops storing past L{BODY_LIMIT} and remembers it did."""
+    """
+    An in-memory body of at most L{BODY_LIMIT} bytes; past it, C{overflow} is called once
+    and nothing more is kept.
+    """
 
-    def __init__(self, announced: int | None) -> None:
+    def __init__(self, overflow: Callable[[], None]) -> None:
         super().__init__()
-        self.too_large = announced is not None and announced > BODY_LIMIT
+        self._overflow: Callable[[], None] | None = overflow
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        if self.too_large or self.tell() + len(data) > BODY_LIMIT:
-            self.too_large = True
+        if self._overflow is None:
+            return len(data)
+        if self.tell() + len(data) > BODY_LIMIT:
+            overflow, self._overflow = self._overflow, None
+            self.seek(0)
+            self.truncate()
+            overflow()
             return len(data)
         return super().write(data)
+
+
+class _Discarded:
+    """The rest of a body that was answered before it arrived: read and dropped."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
 
 
 class UploadBody:
     """
     A layer body streaming into a L{LayerUpload}.
 
-    The sink is opened (checks, then a storage writer) while the body starts to arrive; bytes
-    that come before it is ready are held and the connection paused.  When opening failed the
-    rest of the body is read and dropped, and L{result} gives the route that error.
+    The sink is opened (authorization, the route's checks, then a storage writer) while the
+    body starts to arrive; bytes that come before it is ready are held and the connection
+    paused.  When opening or storing fails, C{refuse} is told: it answers at once when the
+    body is still arriving (and returns True); otherwise L{commit} raises the error.
     """
 
     def __init__(self, opening: defer.Deferred[LayerUpload], pause: Callable[[], None],
-                 resume: Callable[[], None]) -> None:
+                 resume: Callable[[], None], refuse: Callable[[Failure], bool]) -> None:
         self._pause = pause
         self._resume = resume
+        self._refuse = refuse
         self._upload: LayerUpload | None = None
         self._failure: Failure | None = None
         self._held: list[bytes] = []
@@ -100,8 +132,13 @@ class UploadBody:
         self._settled()
 
     def _failed(self, failure: Failure) -> None:
+        if self._failure is not None:
+            return
         self._failure = failure
         self._held = []
+        if self._refuse(failure):
+            # Answered already: nobody will ask for the error again.
+            self._failure = Failure(defer.CancelledError())
         self._settled()
 
     def _settled(self) -> None:
@@ -199,64 +236,152 @@ async def store_buffered_layer(upload: LayerUpload, body: IO[bytes]) -> None:
 _FORM_PARSING_OPTIONAL = "parsePOSTFormSubmission" in signature(server.Request.__init__).parameters
 
 
+#: Seconds a connection answered before its body arrived keeps reading (and dropping) what
+#: the client still sends, so that the client reads the answer rather than a reset.
+LINGER_SECONDS = 5.0
+
+
+def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
+    """
+    The path and query of a request target, and the host of an absolute-form one
+    (C{http://host/path}, RFC 9112 §3.2.2), else None.
+    """
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target, None
+    host, slash, path = rest.partition(b"/")
+    host, question, query = host.partition(b"?")
+    return b"/" + path + (b"?" + query if question else b""), host
+
+
 class RegistryRequest(server.Request):
-    """A Request whose layer bodies stream to storage and other bodies are capped."""
+    """
+    A Request whose streamed bodies go to storage and other bodies are capped; a body that
+    is refused (not authorized, too large, failing the route's checks) is answered before it
+    is read, and its connection closed.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         # Bodies are read whatever their Content-Type (a form-typed JSON body is still JSON).
         if _FORM_PARSING_OPTIONAL:
             kwargs["parsePOSTFormSubmission"] = False
         super().__init__(*args, **kwargs)
+        self._received = False
+        self._answered = False
+        self._lingering: IDelayedCall | None = None
 
     def gotLength(self, length: int | None) -> None:
         if self._for_wsgi():
             super().gotLength(length)
             return
-        opener: UploadOpener | None = getattr(self.channel.site, "open_upload", None)
-        image_id = self._layer_upload_id()
-        if opener is None or image_id is None:
-            self.content = CappedBody(length)
-            return
-        transport = self.channel.transport
-        # Larger reads for a layer body: fewer trips through the reactor, hash and disk.
-        transport.bufferSize = max(getattr(transport, "bufferSize", 0), UPLOAD_READ_SIZE)
-        self.content = UploadBody(
-            defer.maybeDeferred(opener, image_id, self._first_header(b"Authorization")),
-            transport.pauseProducing,
-            transport.resumeProducing,
-        )
+        opening = self._open_upload()
+        if opening is not None:
+            transport = self.channel.transport
+            # Larger reads for a layer body: fewer trips through the reactor, hash and disk.
+            transport.bufferSize = max(getattr(transport, "bufferSize", 0), UPLOAD_READ_SIZE)
+            self.content = UploadBody(opening, transport.pauseProducing,
+                                      transport.resumeProducing, self._refuse)
+        elif length is not None and length > BODY_LIMIT:
+            self._answer_early(RegistryError(413, "Request body too large"))
+        else:
+            self.content = CappedBody(
+                lambda: self._answer_early(RegistryError(413, "Request body too large")))
+
+    def _target(self) -> bytes:
+        """The request's path and query while the body arrives (kept by the channel)."""
+        return origin_form(request_line(self.channel)[1] or b"/")[0]
 
     def _for_wsgi(self) -> bool:
         """Whether the path is under the Site's WSGI mount (its C{wsgi_prefix} segments)."""
         prefix: tuple[bytes, ...] | None = getattr(self.channel.site, "wsgi_prefix", None)
         if prefix is None:
             return False
-        uri = getattr(self.channel, "_path", None) or b"/"
-        return tuple(path_segments(uri)[: len(prefix)]) == prefix
+        return tuple(path_segments(self._target())[: len(prefix)]) == prefix
 
-    def _layer_upload_id(self) -> str | None:
-        """The image id when this is C{PUT /v1/images/<id>/layer}, from the channel's state."""
-        # The method and path are only kept on the channel until the body is complete.
-        command = getattr(self.channel, "_command", None)
-        uri = getattr(self.channel, "_path", None)
-        if command != b"PUT" or uri is None:
+    def _open_upload(self) -> defer.Deferred | None:
+        """The sink of a body the route streams into storage, as the Site opens it."""
+        opener: UploadOpener | None = getattr(self.channel.site, "open_upload", None)
+        method = request_line(self.channel)[0]
+        if opener is None or method is None:
             return None
-        match = _LAYER_PATH.fullmatch(decoded_path(uri))
-        if match is None:
+        try:
+            path = decoded_path(self._target()).decode("utf-8")
+        except UnicodeDecodeError:
             return None
-        return match.group(1).decode("utf-8", "replace")
+        authorization = self.requestHeaders.getRawHeaders(b"Authorization", [None])[0]
+        return opener(self, method, path,
+                      None if authorization is None else authorization.decode("latin-1"))
 
-    def _first_header(self, name: bytes) -> str | None:
-        values = self.requestHeaders.getRawHeaders(name)
-        return None if not values else values[0].decode("latin-1")
+    def _refuse(self, failure: Failure) -> bool:
+        """
+        A streamed body cannot be stored: answer now if it is still arriving.
+
+        @return: whether the answer went out (else the route, already running, raises).
+        """
+        if self._received:
+            return False
+        if failure.check(RegistryError):
+            error = failure.value
+        else:
+            log.failure("opening an upload failed", failure)
+            error = RegistryError(500, "Internal server error")
+        self._answer_early(error)
+        return True
+
+    def _answer_early(self, error: RegistryError) -> None:
+        """
+        Answer C{error} before the body was read, then close the connection: what the
+        client still sends is dropped for at most L{LINGER_SECONDS}.
+        """
+        if self._answered:
+            return
+        self._answered = True
+        self.content = _Discarded()
+        channel = self.channel
+        channel.persistent = False
+        # No "100 Continue" after the answer: the client must not send the body.
+        self.requestHeaders.removeHeader(b"Expect")
+        self.method, path, self.clientproto = request_line(channel)
+        self.uri = path or b"/"
+        body = render_json({"error": error.message})
+        self.code = error.status
+        self.sentLength = 0 if self.method == b"HEAD" else len(body)
+        lines = [b"HTTP/1.1 %d %s" % (error.status, RESPONSES.get(error.status, b"Error"))]
+        headers = {**JSON_HEADERS, "Content-Length": str(len(body)), "Connection": "close",
+                   **error.headers}
+        lines += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
+        channel.transport.write(b"\r\n".join(lines) + b"\r\n\r\n"
+                                + (b"" if self.method == b"HEAD" else body))
+        channel.transport.resumeProducing()
+        self._lingering = channel.callLater(LINGER_SECONDS, channel.loseConnection)
+        site = getattr(channel, "site", None)
+        if site is not None:
+            site.log(self)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._answered:
+            # The answer went out before the body: only the connection is left to close.
+            self._stop_lingering()
+            self.channel.loseConnection()
+            return
+        self._received = True
+        path, host = origin_form(path)
+        if host is not None:
+            # The target's host replaces the Host header (RFC 9112 §3.2.2).
+            self.requestHeaders.setRawHeaders(b"Host", [host])
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._stop_lingering()
+        super().connectionLost(reason)
+
+    def _stop_lingering(self) -> None:
+        if self._lingering is not None and self._lingering.active():
+            self._lingering.cancel()
+        self._lingering = None
 
     def getRequestHostname(self) -> bytes:
         """The Host header's name; UNIX sockets have no address to fall back on."""
         if self.getHeader(b"Host") is None and not hasattr(self.getHost(), "host"):
             return b"localhost"
         return super().getRequestHostname()
-
-    @property
-    def body_too_large(self) -> bool:
-        """Whether a capped body went over L{BODY_LIMIT}."""
-        return isinstance(self.content, CappedBody) and self.content.too_large

@@ -25,14 +25,21 @@ def http_date(seconds: float) -> str:
     return formatdate(seconds, usegmt=True)
 
 
+#: The headers of every generated JSON answer, but its C{Content-Length}.
+JSON_HEADERS = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-cache",
+    "Pragma": "no-cache",
+    "Expires": "-1",
+}
+
+
 def set_json_headers(request: IRequest, status: int, length: int) -> None:
     """The headers of every generated JSON answer (errors, 201, 204 included)."""
     request.setResponseCode(status)
     headers = request.responseHeaders
-    headers.setRawHeaders(b"Content-Type", [b"application/json"])
-    headers.setRawHeaders(b"Cache-Control", [b"no-cache"])
-    headers.setRawHeaders(b"Pragma", [b"no-cache"])
-    headers.setRawHeaders(b"Expires", [b"-1"])
+    for name, value in JSON_HEADERS.items():
+        headers.setRawHeaders(name, [value])
     if status not in (204, 304):
         headers.setRawHeaders(b"Content-Length", [str(length).encode()])
 

@@ -16,21 +16,26 @@ from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from twistreg.registry.auth import Access
-from twistreg.registry.images import LayerUpload
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
-from twistreg.web.app import build_app
 from twistreg.web.body import RegistryRequest
+from twistreg.web.v1 import build_routes
+from twistreg.web.v1.routes import RouteTable
 from twistreg.web.wsgi import PrefixMount, WSGIContainer, mount_prefix
 
 
 class RegistryResource(KleinResource):
-    """The Klein resource, with the JSON answers the contract gives before routing."""
+    """
+    The V1 routes as a resource, with the JSON answers the contract gives before routing.
+
+    @ivar routes: the route table (the Site asks it which bodies stream into storage).
+    """
+
+    def __init__(self, routes: RouteTable) -> None:
+        super().__init__(routes.app)
+        self.routes = routes
 
     def render(self, request: IRequest):
-        if getattr(request, "body_too_large", False):
-            return _early_error(request, 413, "Request body too large")
         path = b"/".join(request.postpath)
         try:
             path.decode("utf-8")
@@ -49,7 +54,7 @@ def _early_error(request: IRequest, status: int, message: str) -> bytes:
 
 def registry_resource(registry: Registry) -> RegistryResource:
     """The registry as an C{IResource}, for a Site or another application's tree."""
-    return RegistryResource(build_app(registry))
+    return RegistryResource(build_routes(registry))
 
 
 class TimedRequest(RegistryRequest):
@@ -81,6 +86,7 @@ class RegistrySite(server.Site):
         **kwargs,
     ) -> None:
         self.registry = registry
+        self.routes: RegistryResource | None = None
         self.wsgi = wsgi
         self.wsgi_prefix = None if wsgi is None else mount_prefix(wsgi_mount)
         super().__init__(self._root(), requestFactory=TimedRequest, **kwargs)
@@ -88,25 +94,23 @@ class RegistrySite(server.Site):
         self._access_log = access_log
 
     def _root(self) -> IResource:
+        if self.registry is not None:
+            self.routes = registry_resource(self.registry)
         if self.wsgi is None:
-            return registry_resource(self.registry)
-        if self.registry is None:
+            return self.routes
+        if self.routes is None:
             return self.wsgi
-        return PrefixMount(self.wsgi_prefix, self.wsgi, registry_resource(self.registry))
+        return PrefixMount(self.wsgi_prefix, self.wsgi, self.routes)
 
-    def open_upload(self, image_id: str, authorization: str | None) -> defer.Deferred:
+    def open_upload(self, request: IRequest, method: bytes, path: str,
+                    authorization: str | None) -> defer.Deferred | None:
         """
-        Called by the request as a layer body starts, before any of it is stored: R4's
-        checks, authorization first, then the sink.
+        Called by the request as its body starts: when the route streams its body into
+        storage, its policy's checks (authorization first) and its sink; else None.
         """
-        registry = self.registry
-        assert registry is not None, "without the registry every path is the WSGI app's"
-
-        async def open_sink() -> LayerUpload:
-            await registry.auth.authorize(Access.WRITE, authorization, None)
-            return await registry.images.begin_layer_upload(image_id)
-
-        return defer.ensureDeferred(open_sink())
+        if self.routes is None:
+            return None
+        return self.routes.routes.open_upload(request, method, path, authorization)
 
     def log(self, request: TimedRequest) -> None:
         if self._access_log is None:

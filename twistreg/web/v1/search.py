@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
 
 from twisted.web.iweb import IRequest
 
 from twistreg.errors import RegistryError
 from twistreg.registry.documents import parse_json
-from twistreg.registry.search import SearchIndex
 from twistreg.web import responses
+from twistreg.web.v1.routes import Mount, Policy, RouteCall, RouteTable, upstream_request
 
 #: The largest page size R26 accepts.
 MAX_PAGE_SIZE = 100
@@ -58,25 +57,22 @@ def merge_results(local: list[dict], upstream: object) -> list[dict]:
     return list(merged.values())
 
 
-def add_search_route(
-    route: Callable, search_index: SearchIndex, from_upstream: Callable | None = None
-) -> None:
-    """
-    Mount R26 on the app whose C{route(path, methods)} decorator factory is given; only
-    when search is enabled (otherwise the path answers 404 C{Not found}).
+def add_search_routes(v1: RouteTable) -> None:
+    """R26; mounted only when search is on (otherwise the path answers 404 C{Not found})."""
 
-    @param from_upstream: in mirror mode, gets upstream's answer to the same request.
-    """
-
-    @route("/v1/search", ["GET"])
-    async def search(request: IRequest) -> bytes:
+    @v1.route("/v1/search", "GET", Policy(None, mount=Mount.SEARCH))
+    async def search(call: RouteCall) -> bytes:
+        request, search_index = call.request, call.registry.search
+        assert search_index is not None
         query = _argument(request, b"q") or ""
         n = _paging(request, b"n", MAX_PAGE_SIZE)
         page = _paging(request, b"page") or 1
         count, rows = await search_index.search(query, n, page)
         results = [{"description": d, "name": name} for name, d in rows]
-        if from_upstream is not None:
-            answer = await from_upstream(request, index=True)
+        mirror = call.registry.mirror
+        if mirror is not None:
+            path, headers = upstream_request(request)
+            answer = await mirror.fetch(path, headers, index=True)
             if answer is not None:
                 try:
                     results = merge_results(results, parse_json(answer.body))

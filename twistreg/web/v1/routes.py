@@ -1,0 +1,263 @@
+# -*- test-case-name: tests.test_policies -*-
+"""
+The V1 route table: every route declares its policy, and this module alone applies it.
+
+A policy says what access the route needs, whether the mirror may answer a local miss,
+whether the route honours C{If-Modified-Since}, when it is mounted, and whether its body
+streams into storage.  The checks run in the contract's order (V1-API.md §4.0): the
+repository name, then the access check, then the route's own steps.  A route cannot be
+added without a policy, and a streamed body is authorized before its first byte is
+stored, by the same code that authorizes the route.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Iterator
+from typing import Any, Callable, Optional
+
+import attrs
+from klein import Klein
+from twisted.internet import defer
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
+
+from twistreg.errors import RegistryError
+from twistreg.layout import Repository, parse_repository
+from twistreg.registry.auth import Access, Token
+from twistreg.registry.rules import Registry
+from twistreg.web import responses
+from twistreg.web.body import UploadBody
+
+
+class RepositoryConverter(BaseConverter):
+    """
+    C{<repo:name>}: one or more segments, the shortest that lets the rest match.
+
+    Any character may appear, C{/} and newlines included, so that names with empty or
+    leading components reach L{parse_repository} and get its 400 rather than a 404.
+    """
+
+    regex = r"(?s:.+?)"
+    part_isolating = False
+    weight = 200
+
+
+class Mount(enum.Enum):
+    """When a route exists (V1-API.md §4.0, "Mounted")."""
+
+    ALWAYS = "always"
+    #: The index a standalone registry emulates (R20–R25).
+    INDEX = "standalone"
+    #: Search, when a search backend is configured (R26).
+    SEARCH = "search"
+
+
+class Missing(RegistryError):
+    """A 404 for a resource this registry lacks: the mirror may answer it instead."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, message)
+
+
+class NotModified(Exception):
+    """The resource exists and the client holds it (the IMS rule of §4.1)."""
+
+
+#: Answers a local miss from the mirror, given the call, the mirror and the route's
+#: arguments: the response body, or None to keep the 404.
+MirrorFallback = Callable[..., Awaitable[Optional[bytes]]]
+
+#: Opens the sink a streamed body goes to, after the route's access check passed.
+UploadOpener = Callable[..., Awaitable[Any]]
+
+
+@attrs.frozen
+class Policy:
+    """
+    What one route declares.
+
+    @ivar access: what the route does to the registry; None for open routes (no check).
+    @ivar mirror: how the mirror answers a L{Missing} resource; None: the 404 stands.
+    @ivar conditional: whether C{If-Modified-Since} gives a 304 once the resource is
+        found (the route calls L{RouteCall.found}).
+    @ivar mount: when the route exists.
+    @ivar upload: for a body streamed into storage: opens its sink, given the route's
+        arguments, when the body starts to arrive.
+    """
+
+    access: Access | None
+    mirror: MirrorFallback | None = None
+    conditional: bool = False
+    mount: Mount = Mount.ALWAYS
+    upload: UploadOpener | None = None
+
+
+@attrs.define
+class RouteCall:
+    """
+    One request to a route, its policy's checks passed.
+
+    @ivar repository: the route's validated repository, when its path has one.
+    @ivar token: the validated token, in token mode.
+    """
+
+    request: IRequest
+    registry: Registry
+    policy: Policy
+    repository: Repository | None = None
+    token: Token | None = None
+
+    def header(self, name: bytes) -> str | None:
+        """The first occurrence of a request header (the contract reads the first)."""
+        return first_header(self.request, name)
+
+    @property
+    def authorization(self) -> str | None:
+        return self.header(b"Authorization")
+
+    def body(self) -> bytes:
+        """The request body (capped in size before routing)."""
+        return self.request.content.getvalue()
+
+    def now(self) -> float:
+        return self.registry.clock.seconds()
+
+    def found(self) -> None:
+        """
+        The resource exists locally and every earlier check passed.
+
+        @raise NotModified: the route is conditional and the client sent
+            C{If-Modified-Since} (any value: it is not parsed).
+        """
+        if self.policy.conditional and self.request.getHeader(b"If-Modified-Since") is not None:
+            raise NotModified()
+
+
+def first_header(request: IRequest, name: bytes) -> str | None:
+    """The first value of a request header, as text (C{getHeader} gives the last)."""
+    values = request.requestHeaders.getRawHeaders(name)
+    return None if not values else values[0].decode("latin-1")
+
+
+def upstream_request(request: IRequest) -> tuple[str, dict[str, str]]:
+    """The request as the mirror forwards it: the path and query as received, the headers."""
+    headers = {
+        name.decode("latin-1"): values[0].decode("latin-1")
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+    return request.uri.decode("latin-1"), headers
+
+
+Handler = Callable[..., Awaitable[bytes]]
+
+
+class RouteTable:
+    """
+    The V1 routes of one registry, on one Klein app (one URL map, so that a path's 405
+    lists the methods of every route family).
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.app = Klein()
+        url_map = self.app.url_map
+        url_map.merge_slashes = False
+        url_map.converters["repo"] = RepositoryConverter
+        self._policies: dict[str, Policy] = {}
+
+    def mounted(self, mount: Mount) -> bool:
+        """Whether routes of C{mount} exist in this registry."""
+        if mount is Mount.INDEX:
+            return self.registry.settings.standalone
+        if mount is Mount.SEARCH:
+            return self.registry.search is not None
+        return True
+
+    def route(self, paths: str | tuple[str, ...], method: str, policy: Policy
+              ) -> Callable[[Handler], Handler]:
+        """
+        Add a route (one method, one or more paths) with its policy; the handler gets a
+        L{RouteCall} and the path's arguments, C{repo} parsed into C{call.repository}.
+        """
+
+        def register(handler: Handler) -> Handler:
+            if not self.mounted(policy.mount):
+                return handler
+            for path in (paths,) if isinstance(paths, str) else paths:
+                endpoint = f"{method} {path}"
+                self._policies[endpoint] = policy
+                self.app.route(path, methods=[method], endpoint=endpoint)(
+                    self._applying(policy, handler))
+            return handler
+
+        return register
+
+    def policy_of(self, endpoint: str) -> Policy:
+        """The policy a route declared (KeyError for a rule added around the table)."""
+        return self._policies[endpoint]
+
+    def rules(self) -> Iterator[Any]:
+        """Every rule of the URL map."""
+        return self.app.url_map.iter_rules()
+
+    async def _checked(self, policy: Policy, request: IRequest, authorization: str | None,
+                       arguments: dict[str, Any]) -> RouteCall:
+        """The policy's checks in the contract's order: repository name, then access."""
+        call = RouteCall(request, self.registry, policy)
+        repo = arguments.pop("repo", None)
+        if repo is not None:
+            call.repository = parse_repository(repo)
+        if policy.access is not None:
+            call.token = await self.registry.auth.authorize(
+                policy.access, authorization, call.repository)
+        return call
+
+    def _applying(self, policy: Policy, handler: Handler) -> Callable[..., Any]:
+        async def apply(request: IRequest, **arguments: Any) -> bytes:
+            if isinstance(request.content, UploadBody):
+                # A streamed body: authorized when it began (open_upload), not again.
+                call = RouteCall(request, self.registry, policy)
+                arguments.pop("repo", None)
+            else:
+                call = await self._checked(policy, request, first_header(
+                    request, b"Authorization"), arguments)
+            try:
+                return await handler(call, **arguments)
+            except NotModified:
+                return responses.not_modified(request, call.now())
+            except Missing:
+                mirror = self.registry.mirror
+                if policy.mirror is None or mirror is None:
+                    raise
+                answer = await policy.mirror(call, mirror, **arguments)
+                if answer is None:
+                    raise
+                return answer
+
+        return apply
+
+    def open_upload(self, request: IRequest, method: bytes, path: str,
+                    authorization: str | None) -> defer.Deferred | None:
+        """
+        When C{method} and C{path} name a route whose body streams into storage: its
+        access check and its sink, as the body starts to arrive (before any of it is
+        stored).  None for every other request.
+        """
+        adapter = self.app.url_map.bind("localhost", path_info=path,
+                                        default_method=method.decode("latin-1"))
+        try:
+            endpoint, arguments = adapter.match()
+        except HTTPException:
+            return None
+        policy = self._policies.get(endpoint)
+        if policy is None or policy.upload is None:
+            return None
+        opener = policy.upload
+
+        async def open_sink() -> Any:
+            call = await self._checked(policy, request, authorization, arguments)
+            return await opener(call, **arguments)
+
+        return defer.ensureDeferred(open_sink())
