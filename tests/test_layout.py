@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from twistreg import layout
 from twistreg.errors import RegistryError
 from twistreg.layout import is_image_id, parse_repository, quote
 
@@ -37,10 +38,83 @@ def test_repository_keys(name, key, directory):
         ("..", "tag_%252E%252E", "tag%252E%252E_json"),
     ],
 )
-def test_tag_files(tag, tag_file, metadata_file):
+def test_tag_keys(tag, tag_file, metadata_file):
+    """§7.2's tag table; the entry name as listed decodes back to the tag."""
     repository = parse_repository("foo/bar")
-    assert repository.tag_file(tag) == f"repositories/foo/bar/{tag_file}"
-    assert repository.tag_metadata_file(tag) == f"repositories/foo/bar/{metadata_file}"
+    assert layout.tag_key(repository, tag) == f"repositories/foo/bar/{tag_file}"
+    assert layout.tag_json_key(repository, tag) == f"repositories/foo/bar/{metadata_file}"
+    assert layout.tag_of_entry(tag_file) == (tag if tag != ".." else "%2E%2E")
+
+
+@pytest.mark.parametrize(
+    ("entry", "tag"),
+    [("tag_%24weird", "$weird"), ("tag_a+b", "a b"), ("tag__under", "_under"),
+     ("tag_under_json", "under_json"), ("taglatest_json", None), ("json", None),
+     ("_private", None), ("tag", None)],
+)
+def test_tag_of_entry(entry, tag):
+    """Listed names: a C{tag_} prefix and one level of quoting off; anything else is no tag."""
+    assert layout.tag_of_entry(entry) == tag
+
+
+IMAGE = "0123456789abcdef" * 4
+
+IMAGE_KEYS = [
+    (layout.image_json_key, "json"),
+    (layout.image_layer_key, "layer"),
+    (layout.image_ancestry_key, "ancestry"),
+    (layout.image_checksum_key, "_checksum"),
+    (layout.image_inprogress_key, "_inprogress"),
+    (layout.image_files_key, "_files"),
+    (layout.image_diff_key, "_diff"),
+]
+
+
+@pytest.mark.parametrize(("builder", "name"), IMAGE_KEYS)
+def test_image_keys(builder, name):
+    """§7.1's image files, and the web layer's former spelling of them."""
+    assert builder(IMAGE) == f"images/{IMAGE}/{name}"
+    assert builder("a" * 16) == f"images/{'a' * 16}/{name}"
+    assert layout.image_key(IMAGE, name) == builder(IMAGE)
+
+
+@pytest.mark.parametrize(("builder", "name"), IMAGE_KEYS)
+def test_image_keys_quote_what_is_not_an_id(builder, name):
+    """R13 looks up any string a client sends: it stays inside C{images/}, one level deep."""
+    assert builder("../../etc") == f"images/..%2F..%2Fetc/{name}"
+    assert builder("..") == f"images/%252E%252E/{name}"
+    assert builder("\ud800") == f"images/%ED%A0%80/{name}"
+
+
+@pytest.mark.parametrize(
+    ("name", "directory"),
+    [("ubuntu", "repositories/library/ubuntu"), ("a/b/c", "repositories/a/b%252Fc"),
+     ("foo/ab%$_-test", "repositories/foo/ab%2525%2524_-test")],
+)
+def test_repository_files(name, directory):
+    """§7.1's repository files, in the §7.2 directories."""
+    repository = parse_repository(name)
+    assert layout.repository_json_key(repository) == f"{directory}/json"
+    assert layout.index_images_key(repository) == f"{directory}/_index_images"
+    assert layout.private_flag_key(repository) == f"{directory}/_private"
+    assert layout.repository_entry_key(repository, "tag_x") == f"{directory}/tag_x"
+    assert layout.images_list_key(repository.key) == f"{directory}/_images_list"
+    assert layout.private_flag_key_from_key(repository.key) == f"{directory}/_private"
+
+
+@pytest.mark.parametrize(
+    ("key", "marker"),
+    [("foo/bar", "repositories/foo/bar/_private"),
+     ("busybox", "repositories/library/busybox/_private"),
+     ("foo/a%2Fb", "repositories/foo/a%252Fb/_private"),
+     ("foo/a b", "repositories/foo/a+b/_private"),
+     ("../..", "repositories/%252E%252E/%252E%252E/_private"),
+     ("foo/bar/../x", "repositories/foo/bar%2F..%2Fx/_private")],
+)
+def test_keys_from_a_token(key, marker):
+    """§5.4: a token's repository is a key, split on its first C{/}, each part quoted once."""
+    assert layout.private_flag_key_from_key(key) == marker
+    assert layout.images_list_key(key) == marker.replace("_private", "_images_list")
 
 
 def test_quote_dots_never_form_path_steps():
@@ -68,7 +142,8 @@ def test_accepted_names_0_9_1_accepted():
 @pytest.mark.parametrize(
     ("image_id", "valid"),
     [("a" * 16, True), ("0123456789abcdef" * 4, True), ("A" * 16, False), ("a" * 17, False),
-     ("a" * 63, False), ("g" * 16, False), ("", False), ("a" * 16 + "\n", False)],
+     ("a" * 63, False), ("g" * 16, False), ("", False), ("a" * 16 + "\n", False),
+     (["a" * 16], False), (None, False), (16, False)],
 )
 def test_image_ids(image_id, valid):
     assert is_image_id(image_id) is valid

@@ -33,12 +33,14 @@ def quote(text: str) -> str:
     Q of the contract: Python 2's C{quote_plus} with no safe characters.
 
     Python 3's C{quote_plus} keeps C{~}; 0.9.1 wrote C{%7E}, so this is written out.
-    C{.} and C{..} become C{%252E}... so that no quoted name is a path step.
+    C{.} and C{..} become C{%252E}... so that no quoted name is a path step.  A lone
+    surrogate (a JSON C{"\\ud800"}) is quoted as the three bytes it would take, so that
+    every string has a name, one that no stored key has.
     """
     if text in (".", ".."):
         text = text.replace(".", "%2E")
     out = []
-    for byte in text.encode("utf-8"):
+    for byte in text.encode("utf-8", "surrogatepass"):
         if byte in _SAFE:
             out.append(chr(byte))
         elif byte == 0x20:
@@ -48,9 +50,9 @@ def quote(text: str) -> str:
     return "".join(out)
 
 
-def is_image_id(image_id: str) -> bool:
-    """Image ids are 16 or 64 lower-case hex digits."""
-    return _IMAGE_ID.fullmatch(image_id) is not None
+def is_image_id(image_id: object) -> bool:
+    """Image ids are strings of 16 or 64 lower-case hex digits."""
+    return isinstance(image_id, str) and _IMAGE_ID.fullmatch(image_id) is not None
 
 
 def require_image_id(image_id: str) -> None:
@@ -59,9 +61,66 @@ def require_image_id(image_id: str) -> None:
         raise RegistryError(404, "Invalid image ID")
 
 
+# Image keys (§7.1).  The id is quoted, which changes nothing in a valid id and keeps any
+# other string (R13's value) inside its own directory.
+
+
+def _image_file(image_id: str, name: str) -> str:
+    return f"{IMAGES}/{quote(image_id)}/{name}"
+
+
+def image_json_key(image_id: str) -> str:
+    """C{images/<id>/json}: the image JSON as received; the image exists when it does."""
+    return _image_file(image_id, "json")
+
+
+def image_layer_key(image_id: str) -> str:
+    """C{images/<id>/layer}: the layer bytes as received."""
+    return _image_file(image_id, "layer")
+
+
+def image_ancestry_key(image_id: str) -> str:
+    """C{images/<id>/ancestry}: the JSON list of the image's id and its ancestors' ids."""
+    return _image_file(image_id, "ancestry")
+
+
+def image_checksum_key(image_id: str) -> str:
+    """C{images/<id>/_checksum}: the payload checksum of the last layer upload."""
+    return _image_file(image_id, "_checksum")
+
+
+def image_inprogress_key(image_id: str) -> str:
+    """C{images/<id>/_inprogress}: present from R8 until R5 succeeds."""
+    return _image_file(image_id, "_inprogress")
+
+
+def image_files_key(image_id: str) -> str:
+    """C{images/<id>/_files}: R9's file list, cached."""
+    return _image_file(image_id, "_files")
+
+
+def image_diff_key(image_id: str) -> str:
+    """C{images/<id>/_diff}: R10's diff, cached."""
+    return _image_file(image_id, "_diff")
+
+
 def image_key(image_id: str, name: str) -> str:
-    """C{images/<id>/<name>}; the id must have been validated."""
-    return f"{IMAGES}/{image_id}/{name}"
+    """
+    C{images/<id>/<name>}: the web layer's former spelling, kept until it uses the named
+    builders above.
+    """
+    return _image_file(image_id, name)
+
+
+def _directory_of_key(repository_key: str) -> str:
+    """
+    The directory of the repository a key names (§5.4): split on the first C{/}, one
+    component meaning C{library}, each part quoted once more.
+    """
+    namespace, sep, rest = repository_key.partition("/")
+    if not sep:
+        namespace, rest = "library", namespace
+    return f"{REPOSITORIES}/{quote(namespace)}/{quote(rest)}"
 
 
 @attrs.frozen
@@ -79,19 +138,70 @@ class Repository:
     @property
     def directory(self) -> str:
         """The repository's storage directory (the name part is quoted twice)."""
-        return f"{REPOSITORIES}/{quote(self.namespace)}/{quote(quote(self.name))}"
+        return _directory_of_key(self.key)
 
-    def file(self, name: str) -> str:
-        """A file of the repository directory."""
-        return f"{self.directory}/{name}"
 
-    def tag_file(self, tag: str) -> str:
-        """C{tag_<Q(tag)>}: the image id the tag points at."""
-        return self.file(f"tag_{quote(tag)}")
+# Repository keys (§7.1).
 
-    def tag_metadata_file(self, tag: str) -> str:
-        """C{tag<Q(tag)>_json}: 0.9.1's spelling, without a C{_} after C{tag}."""
-        return self.file(f"tag{quote(tag)}_json")
+
+_TAG_PREFIX = "tag_"
+
+
+def tag_key(repository: Repository, tag: str) -> str:
+    """C{tag_<Q(tag)>}: the image id the tag points at."""
+    return f"{repository.directory}/{_TAG_PREFIX}{quote(tag)}"
+
+
+def tag_json_key(repository: Repository, tag: str) -> str:
+    """C{tag<Q(tag)>_json}: the tag's metadata; 0.9.1's spelling, without a C{_} after C{tag}."""
+    return f"{repository.directory}/tag{quote(tag)}_json"
+
+
+def tag_of_entry(entry: str) -> str | None:
+    """
+    The tag a file listed in a repository directory may hold, decoded (C{tag_%24x} → C{$x});
+    None for files whose name is not a tag file's.  0.9.1's C{tag_<x>_json} metadata names
+    pass too: only their content tells them apart.
+    """
+    if not entry.startswith(_TAG_PREFIX):
+        return None
+    return unquote_plus(entry[len(_TAG_PREFIX):])
+
+
+def repository_entry_key(repository: Repository, entry: str) -> str:
+    """The key of a file listed in the repository directory, by its name as listed."""
+    return f"{repository.directory}/{entry}"
+
+
+def repository_json_key(repository: Repository) -> str:
+    """C{json}: a copy of the metadata of the last C{latest} tag PUT (R16)."""
+    return f"{repository.directory}/json"
+
+
+def index_images_key(repository: Repository) -> str:
+    """C{_index_images}: the image list of R22, returned by R23."""
+    return f"{repository.directory}/_index_images"
+
+
+def private_flag_key(repository: Repository) -> str:
+    """C{_private}: the empty marker of a private repository (R18, R19)."""
+    return private_flag_key_from_key(repository.key)
+
+
+def private_flag_key_from_key(repository_key: str) -> str:
+    """
+    The C{_private} marker of the repository a token's C{repository} pair names (§5.4): the
+    value is a repository key, taken as it is.
+    """
+    return f"{_directory_of_key(repository_key)}/_private"
+
+
+def images_list_key(repository_key: str) -> str:
+    """
+    C{_images_list}: the ids the index listed for the repository a token names (§5.2), by
+    its repository key as the token gives it.
+    """
+    return f"{_directory_of_key(repository_key)}/_images_list"
 
 
 def key_of_directory(namespace_directory: str, name_directory: str) -> str:

@@ -13,7 +13,6 @@ import enum
 import json
 import re
 from typing import Any
-from urllib.parse import unquote_plus
 
 import attrs
 from treq.client import HTTPClient
@@ -23,7 +22,7 @@ from twisted.logger import Logger
 
 from twistreg.config import Settings
 from twistreg.errors import RegistryError
-from twistreg.layout import Repository, quote
+from twistreg.layout import Repository, images_list_key, private_flag_key_from_key
 from twistreg.storage.interface import IStorage
 
 log = Logger()
@@ -53,17 +52,6 @@ def _unreachable() -> RegistryError:
 def token_pairs(authorization: str) -> dict[str, str]:
     """The key/value pairs of an C{Authorization} value; the last duplicate wins."""
     return dict(_PAIRS.findall(authorization))
-
-
-def repository_from_key(key: str) -> Repository:
-    """
-    The repository a token's C{repository} names: a repository key, whose name part is
-    quoted once already.
-    """
-    namespace, sep, name = key.partition("/")
-    if not sep:
-        namespace, name = "library", namespace
-    return Repository(namespace, unquote_plus(name))
 
 
 @attrs.frozen
@@ -210,8 +198,9 @@ class Authorizer:
                 raise _unreachable() from None
             if images is None:
                 raise _unauthorized()
-            listing = repository_from_key(token_repository).file("_images_list")
-            await self._storage.put_content(listing, json.dumps(images).encode())
+            await self._storage.put_content(
+                images_list_key(token_repository), json.dumps(images).encode()
+            )
             self._tokens.add(key)
         return Token(token_repository, authorization)
 
@@ -219,9 +208,8 @@ class Authorizer:
         """R8 step 6, token mode only: the index must have listed the image."""
         if token is None:
             return
-        listing = repository_from_key(token.repository).file("_images_list")
         try:
-            images = json.loads(await self._storage.get_content(listing))
+            images = json.loads(await self._storage.get_content(images_list_key(token.repository)))
         except Exception:
             images = []
         if not isinstance(images, list) or image_id not in images:
@@ -237,11 +225,7 @@ class Authorizer:
         key = token_pairs(authorization).get("repository")
         if key is None:
             return
-        namespace, sep, rest = key.partition("/")
-        if not sep:
-            namespace, rest = "library", namespace
-        marker = f"repositories/{quote(namespace)}/{quote(rest)}/_private"
-        if not await self._storage.exists(marker):
+        if not await self._storage.exists(private_flag_key_from_key(key)):
             return
         if not await self._granted(authorization, key, image_id):
             raise RegistryError(404, "Image not found")

@@ -17,7 +17,18 @@ from twisted.logger import Logger
 
 from twistreg.checksums import BackgroundPayloadHasher
 from twistreg.errors import RegistryError
-from twistreg.layout import image_key, is_image_id, require_image_id
+from twistreg.layout import (
+    image_ancestry_key,
+    image_checksum_key,
+    image_diff_key,
+    image_files_key,
+    image_inprogress_key,
+    image_json_key,
+    image_key,
+    image_layer_key,
+    is_image_id,
+    require_image_id,
+)
 from twistreg.registry import layerfiles
 from twistreg.registry.auth import Authorizer, Token
 from twistreg.registry.documents import parse_json
@@ -77,7 +88,7 @@ class LayerUpload:
         checksum = await self._hasher.checksum()
         await self._writer.commit()
         await self._storage.put_content(
-            image_key(self._image_id, "_checksum"), json.dumps([checksum]).encode()
+            image_checksum_key(self._image_id), json.dumps([checksum]).encode()
         )
         log.info(
             "stored layer {image_id} ({size} bytes, {checksum})",
@@ -116,11 +127,11 @@ class Images:
         self._auth = auth
         self._json_hooks = json_hooks
 
-    def _exists(self, image_id: str, name: str) -> defer.Deferred[bool]:
-        return self._storage.exists(image_key(image_id, name))
+    def _exists(self, key: str) -> defer.Deferred[bool]:
+        return self._storage.exists(key)
 
     async def _require_not_in_progress(self, image_id: str) -> None:
-        if await self._exists(image_id, "_inprogress"):
+        if await self._exists(image_inprogress_key(image_id)):
             raise _IN_PROGRESS
 
     async def _require_readable(self, image_id: str) -> None:
@@ -133,18 +144,18 @@ class Images:
         """R6 checks up to existence: whether the json exists."""
         await self._require_readable(image_id)
         await self._auth.check_private(authorization, image_id)
-        return await self._exists(image_id, "json")
+        return await self._exists(image_json_key(image_id))
 
     async def get_json(self, image_id: str) -> tuple[bytes, int | None, list[str]]:
         """The stored json, the layer size (None without a layer) and the payload checksums."""
-        body = await self._storage.get_content(image_key(image_id, "json"))
+        body = await self._storage.get_content(image_json_key(image_id))
         try:
-            size: int | None = await self._storage.size(image_key(image_id, "layer"))
+            size: int | None = await self._storage.size(image_layer_key(image_id))
         except KeyNotFound:
             size = None
         try:
             checksums = parse_checksums(
-                await self._storage.get_content(image_key(image_id, "_checksum"))
+                await self._storage.get_content(image_checksum_key(image_id))
             )
         except KeyNotFound:
             checksums = []
@@ -154,11 +165,11 @@ class Images:
     async def check_ancestry(self, image_id: str) -> bool:
         """R7 checks up to existence (no private check, as in 0.9.1)."""
         await self._require_readable(image_id)
-        return await self._exists(image_id, "ancestry")
+        return await self._exists(image_ancestry_key(image_id))
 
     async def get_ancestry(self, image_id: str) -> Any:
         """The parsed ancestry list (re-serialized by the caller)."""
-        return json.loads(await self._storage.get_content(image_key(image_id, "ancestry")))
+        return json.loads(await self._storage.get_content(image_ancestry_key(image_id)))
 
     # R3
     async def check_layer(self, image_id: str, authorization: str | None) -> int | None:
@@ -172,27 +183,27 @@ class Images:
         require_image_id(image_id)
         await self._auth.check_private(authorization, image_id)
         try:
-            return await self._storage.size(image_key(image_id, "layer"))
+            return await self._storage.size(image_layer_key(image_id))
         except KeyNotFound:
             return None
 
     def stream_layer(self, image_id: str, consumer, offset: int, length: int) -> defer.Deferred:
         """Send C{length} bytes of the layer from C{offset} to C{consumer}."""
-        return self._storage.stream(image_key(image_id, "layer"), consumer, offset, length)
+        return self._storage.stream(image_layer_key(image_id), consumer, offset, length)
 
     # R4
     async def begin_layer_upload(self, image_id: str) -> LayerUpload:
         """R4 checks, then a L{LayerUpload} seeded with the stored json for the checksum."""
         require_image_id(image_id)
         try:
-            image_json = await self._storage.get_content(image_key(image_id, "json"))
+            image_json = await self._storage.get_content(image_json_key(image_id))
         except KeyNotFound:
             raise not_found() from None
-        if await self._exists(image_id, "layer") and not await self._exists(
-            image_id, "_inprogress"
+        if await self._exists(image_layer_key(image_id)) and not await self._exists(
+            image_inprogress_key(image_id)
         ):
             raise RegistryError(409, "Image already exists")
-        writer = await self._storage.open_writer(image_key(image_id, "layer"))
+        writer = await self._storage.open_writer(image_layer_key(image_id))
         hasher = BackgroundPayloadHasher(self._reactor, image_json)
         return LayerUpload(self._storage, image_id, writer, hasher)
 
@@ -212,19 +223,19 @@ class Images:
             )
         if not payload_checksum:
             raise RegistryError(400, "Missing Image's checksum")
-        if not await self._exists(image_id, "json"):
+        if not await self._exists(image_json_key(image_id)):
             raise not_found()
-        if not await self._exists(image_id, "_inprogress"):
+        if not await self._exists(image_inprogress_key(image_id)):
             raise RegistryError(409, "Cannot set this image checksum")
         try:
-            stored = await self._storage.get_content(image_key(image_id, "_checksum"))
+            stored = await self._storage.get_content(image_checksum_key(image_id))
         except KeyNotFound:
             raise RegistryError(400, "Image layer not uploaded") from None
         if payload_checksum not in parse_checksums(stored):
             log.info("checksum mismatch for {image_id}: {given}",
                      image_id=image_id, given=payload_checksum)
             raise RegistryError(400, "Checksum mismatch")
-        await self._storage.remove(image_key(image_id, "_inprogress"))
+        await self._storage.remove(image_inprogress_key(image_id))
 
     # R8
     async def put_json(
@@ -247,11 +258,13 @@ class Images:
             if not (
                 isinstance(parent, str)
                 and is_image_id(parent)
-                and await self._exists(parent, "json")
+                and await self._exists(image_json_key(parent))
             ):
                 raise RegistryError(400, "Image depends on a non existing parent")
             await self._auth.check_parent(authorization, parent)
-        if await self._exists(image_id, "json") and not await self._exists(image_id, "_inprogress"):
+        if await self._exists(image_json_key(image_id)) and not await self._exists(
+            image_inprogress_key(image_id)
+        ):
             raise RegistryError(409, "Image already exists")
         for hook in self._json_hooks:
             refusal = hook(data)
@@ -261,44 +274,63 @@ class Images:
         if parent:
             try:
                 ancestry += json.loads(
-                    await self._storage.get_content(image_key(parent, "ancestry"))
+                    await self._storage.get_content(image_ancestry_key(parent))
                 )
             except KeyNotFound:
                 ancestry.append(parent)
-        await self._storage.put_content(image_key(image_id, "_inprogress"), b"true")
-        await self._storage.remove(image_key(image_id, "_checksum"))
-        await self._storage.put_content(image_key(image_id, "json"), body)
+        await self._storage.put_content(image_inprogress_key(image_id), b"true")
+        await self._storage.remove(image_checksum_key(image_id))
+        await self._storage.put_content(image_json_key(image_id), body)
         await self._storage.put_content(
-            image_key(image_id, "ancestry"), json.dumps(ancestry).encode()
+            image_ancestry_key(image_id), json.dumps(ancestry).encode()
         )
 
     # R9, R10
+    async def check_file_list(self, image_id: str, authorization: str | None) -> None:
+        """R9 checks up to existence: the cached list or the layer must exist."""
+        await self._check_listing(image_id, image_files_key, authorization)
+
+    async def check_diff(self, image_id: str, authorization: str | None) -> None:
+        """R10 checks up to existence: the cached diff or the layer must exist."""
+        await self._check_listing(image_id, image_diff_key, authorization)
+
     async def check_files(
         self, image_id: str, cache_name: str, authorization: str | None
     ) -> None:
-        """R9/R10 checks up to existence: the cached answer or the layer must exist."""
+        """
+        L{check_file_list} or L{check_diff} by the name of the cache file: the web layer's
+        former call, kept until it uses those two.
+        """
+        await self._check_listing(
+            image_id, lambda image_id: image_key(image_id, cache_name), authorization
+        )
+
+    async def _check_listing(
+        self, image_id: str, cache_key: Callable[[str], str], authorization: str | None
+    ) -> None:
         await self._require_readable(image_id)
         await self._auth.check_private(authorization, image_id)
         if not (
-            await self._exists(image_id, cache_name) or await self._exists(image_id, "layer")
+            await self._exists(cache_key(image_id))
+            or await self._exists(image_layer_key(image_id))
         ):
             raise not_found()
 
     async def get_files(self, image_id: str) -> bytes:
         """R9's body: the cached C{_files}, or the layer's file list, computed and cached."""
         try:
-            return await self._storage.get_content(image_key(image_id, "_files"))
+            return await self._storage.get_content(image_files_key(image_id))
         except KeyNotFound:
             pass
         files = await self._file_list(image_id)
         body = json.dumps(files).encode()
-        await self._storage.put_content(image_key(image_id, "_files"), body)
+        await self._storage.put_content(image_files_key(image_id), body)
         return body
 
     async def get_diff(self, image_id: str) -> bytes:
         """R10's body: the cached C{_diff}, or the diff against the ancestors, cached."""
         try:
-            return await self._storage.get_content(image_key(image_id, "_diff"))
+            return await self._storage.get_content(image_diff_key(image_id))
         except KeyNotFound:
             pass
         own = json.loads(await self.get_files(image_id))
@@ -306,7 +338,9 @@ class Images:
         ancestors = []
         for ancestor in ancestry[1:]:
             if isinstance(ancestor, str) and is_image_id(ancestor):
-                if await self._exists(ancestor, "_files") or await self._exists(ancestor, "layer"):
+                if await self._exists(image_files_key(ancestor)) or await self._exists(
+                    image_layer_key(ancestor)
+                ):
                     ancestors.append(json.loads(await self.get_files(ancestor)))
                     continue
             ancestors.append(None)
@@ -314,12 +348,12 @@ class Images:
             self._reactor, self._reactor.getThreadPool(), layerfiles.diff, own, ancestors
         )
         body = json.dumps(result, sort_keys=True).encode()
-        await self._storage.put_content(image_key(image_id, "_diff"), body)
+        await self._storage.put_content(image_diff_key(image_id), body)
         return body
 
     async def _file_list(self, image_id: str) -> list:
         """Parse the layer in a thread; a non-tar layer is the contract's 400."""
-        layer = await self._storage.open_file(image_key(image_id, "layer"))
+        layer = await self._storage.open_file(image_layer_key(image_id))
 
         def parse() -> list:
             with layer:

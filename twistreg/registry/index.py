@@ -14,12 +14,11 @@ import string
 from typing import Any
 
 from twistreg.errors import RegistryError
-from twistreg.layout import Repository
+from twistreg.layout import Repository, index_images_key
 from twistreg.registry.documents import parse_json
 from twistreg.registry.search import SearchIndex
 from twistreg.storage.interface import IStorage, KeyNotFound
 
-_INDEX_IMAGES = "_index_images"
 _SIGNATURE_ALPHABET = string.ascii_uppercase + string.digits
 
 
@@ -75,7 +74,7 @@ class Index:
     async def put_images(self, repository: Repository, body: bytes) -> None:
         """R22: record the images of a push; the first list is stored verbatim."""
         images = _parse_image_list(body)
-        key = repository.file(_INDEX_IMAGES)
+        key = index_images_key(repository)
         try:
             stored = json.loads(await self._storage.get_content(key))
         except KeyNotFound:
@@ -95,6 +94,6 @@ class Index:
     async def get_images(self, repository: Repository) -> bytes | None:
         """R23: the stored list, raw; None when there is none."""
         try:
-            return await self._storage.get_content(repository.file(_INDEX_IMAGES))
+            return await self._storage.get_content(index_images_key(repository))
         except KeyNotFound:
             return None

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface import implementer
 
-from twistreg.layout import image_key
+from twistreg.layout import image_layer_key
 from twistreg.storage.interface import IStorage, IWriter
 
 log = Logger()
@@ -114,7 +114,7 @@ class UpstreamLayer:
 
     async def relay(self, consumer: IConsumer) -> None:
         """Send the body to C{consumer} while storing it; fails when it ends short."""
-        writer = await self._storage.open_writer(image_key(self._image_id, "layer"))
+        writer = await self._storage.open_writer(image_layer_key(self._image_id))
         relay = _LayerRelay(consumer, writer, self.size)
         self._response.deliverBody(relay)
         await relay.done

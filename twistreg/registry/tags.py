@@ -8,19 +8,26 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import unquote_plus
 
 from twisted.internet.interfaces import IReactorTime
 
 from twistreg.errors import RegistryError
-from twistreg.layout import Repository, image_key, quote
+from twistreg.layout import (
+    Repository,
+    image_json_key,
+    private_flag_key,
+    repository_entry_key,
+    repository_json_key,
+    tag_json_key,
+    tag_key,
+    tag_of_entry,
+)
 from twistreg.registry.documents import parse_json
 from twistreg.registry.search import SearchIndex
 from twistreg.storage.interface import IStorage, KeyNotFound
 
 _TAG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _USER_AGENT_PAIR = re.compile(r"([^\s/]+)/([^\s/]+)")
-_TAG_PREFIX = "tag_"
 
 #: R16/R17's answer when no metadata is stored.
 DEFAULT_METADATA = {
@@ -76,15 +83,16 @@ class Tags:
     async def _list(self, repository: Repository) -> dict[str, str]:
         """The R11 listing: decoded tag name → image id."""
         tags = {}
-        for name in await self._storage.list_directory(repository.directory):
-            if not name.startswith(_TAG_PREFIX):
+        for entry in await self._storage.list_directory(repository.directory):
+            tag = tag_of_entry(entry)
+            if tag is None:
                 continue
             try:
-                content = await self._storage.get_content(repository.file(name))
+                content = await self._storage.get_content(repository_entry_key(repository, entry))
             except KeyNotFound:
                 continue
             if _is_tag_value(content):
-                tags[unquote_plus(name[len(_TAG_PREFIX):])] = content.decode("utf-8", "replace")
+                tags[tag] = content.decode("utf-8", "replace")
         return tags
 
     async def _require_repository(self, repository: Repository) -> None:
@@ -102,7 +110,7 @@ class Tags:
     async def get_tag(self, repository: Repository, tag: str) -> str | None:
         """R12: the image id a tag points at; None when there is no such tag."""
         try:
-            content = await self._storage.get_content(repository.tag_file(tag))
+            content = await self._storage.get_content(tag_key(repository, tag))
         except KeyNotFound:
             return None
         return content.decode("utf-8", "replace")
@@ -120,28 +128,28 @@ class Tags:
             image_id = None
         if not isinstance(image_id, str) or not image_id:
             raise RegistryError(400, "Invalid data")
-        if not await self._storage.exists(image_key(quote(image_id), "json")):
+        if not await self._storage.exists(image_json_key(image_id)):
             raise RegistryError(404, "Image not found")
         metadata = json.dumps(tag_metadata(user_agent, self._clock.seconds())).encode()
-        await self._storage.put_content(repository.tag_file(tag), image_id.encode("utf-8"))
-        await self._storage.put_content(repository.tag_metadata_file(tag), metadata)
+        await self._storage.put_content(tag_key(repository, tag), image_id.encode("utf-8"))
+        await self._storage.put_content(tag_json_key(repository, tag), metadata)
         if tag == "latest":
-            await self._storage.put_content(repository.file("json"), metadata)
+            await self._storage.put_content(repository_json_key(repository), metadata)
         if self._search is not None:
             await self._search.register(repository.key)
 
     # R14
     async def delete_tag(self, repository: Repository, tag: str) -> None:
         """R14: remove a tag and its metadata."""
-        if not await self._storage.exists(repository.tag_file(tag)):
+        if not await self._storage.exists(tag_key(repository, tag)):
             raise RegistryError(404, f"Tag not found: {tag}")
         await self._remove_tag(repository, tag)
 
     async def _remove_tag(self, repository: Repository, tag: str) -> None:
-        await self._storage.remove(repository.tag_file(tag))
-        await self._storage.remove(repository.tag_metadata_file(tag))
+        await self._storage.remove(tag_key(repository, tag))
+        await self._storage.remove(tag_json_key(repository, tag))
         if tag == "latest":
-            await self._storage.remove(repository.file("json"))
+            await self._storage.remove(repository_json_key(repository))
 
     # R15
     async def delete_repository(self, repository: Repository) -> None:
@@ -156,11 +164,11 @@ class Tags:
     # R16, R17
     async def repository_json(self, repository: Repository) -> Any | None:
         """R16: the metadata of the last C{latest} PUT, or None."""
-        return await self._metadata(repository.file("json"))
+        return await self._metadata(repository_json_key(repository))
 
     async def tag_json(self, repository: Repository, tag: str) -> Any | None:
         """R17: a tag's metadata, or None."""
-        return await self._metadata(repository.tag_metadata_file(tag))
+        return await self._metadata(tag_json_key(repository, tag))
 
     async def _metadata(self, key: str) -> Any | None:
         try:
@@ -177,13 +185,13 @@ class Tags:
             data = None
         access = data.get("access") if isinstance(data, dict) else None
         if access == "private":
-            await self._storage.put_content(repository.file("_private"), b"")
+            await self._storage.put_content(private_flag_key(repository), b"")
         elif access == "public":
-            await self._storage.remove(repository.file("_private"))
+            await self._storage.remove(private_flag_key(repository))
         else:
             raise RegistryError(400, "Invalid data")
 
     async def get_access(self, repository: Repository) -> str:
         """R19: C{private} or C{public}."""
-        private = await self._storage.exists(repository.file("_private"))
+        private = await self._storage.exists(private_flag_key(repository))
         return "private" if private else "public"
