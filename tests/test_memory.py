@@ -6,6 +6,7 @@ import email.utils
 import hashlib
 import json
 import threading
+import time
 
 import pytest
 from twisted.internet import _producer_helpers, threads
@@ -20,7 +21,7 @@ from tests.memory import (
     encode_request,
     parse_response,
 )
-from tests.routes import YEAR, image_json, new_id, push, put_tag
+from tests.routes import YEAR, far_time_zone, image_json, new_id, push, put_tag
 from twistreg.checksums import payload_checksum
 from twistreg.registry.images import LayerUpload
 
@@ -172,6 +173,14 @@ def test_dates_follow_the_clock(registry):
     assert put_tag(registry, "foo/clock", "v1", image_id).status == 200
     r = registry.request("GET", "/v1/repositories/foo/clock/tags/v1/json")
     assert r.body == b'{"last_update": %d}' % (START + 86400)
+
+
+def test_far_time_zone():
+    """Local time is 5.5 hours ahead of UTC meanwhile, and back to what it was after."""
+    before = time.localtime(0)
+    with far_time_zone():
+        assert (time.localtime(0).tm_hour, time.localtime(0).tm_min) == (5, 30)
+    assert time.localtime(0) == before
 
 
 def test_config_text(tmp_path):
