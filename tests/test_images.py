@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 
 from twisted.internet.defer import ensureDeferred
@@ -123,3 +124,76 @@ class FileListTests(ImagesTestCase):
         self.push(BASE, b"not a tar at all" * 100)
         self.assertEqual(self.refused(self.images.get_files(BASE)),
                          (400, "Layer format not supported"))
+
+
+DEEP = 100_000
+DEEP_ARRAYS = b"[" * DEEP + b"]" * DEEP
+DEEP_OBJECTS = b'{"a":' * DEEP + b"1" + b"}" * DEEP
+
+
+class HostileJsonTests(ImagesTestCase):
+    """JSON nested 100,000 levels deep, or otherwise unusable, never escapes as a 500."""
+
+    def put_json(self, body: bytes, image_id: str = BASE) -> tuple[int, str]:
+        return self.refused(self.images.put_json(image_id, body, None, None))
+
+    def test_image_json(self) -> None:
+        """R8 step 3: 400 C{Invalid JSON}, and nothing stored."""
+        for body in (
+            DEEP_ARRAYS,
+            DEEP_OBJECTS,
+            b'{"id": "' + BASE.encode() + b'", "config": ' + DEEP_ARRAYS + b"}",
+            b'{"id": "' + BASE.encode() + b'", "Size": 1e999999}',
+            b'{"id": "' + BASE.encode() + b'", "Size": ' + b"9" * 5000 + b"}",
+            b'{"id": "' + BASE.encode() + b'", "Size": NaN}',
+        ):
+            self.assertEqual(self.put_json(body), (400, "Invalid JSON"))
+        self.assertEqual(os.listdir(self.root), [])
+
+    def test_stored_ancestry(self) -> None:
+        """R7 answers an unreadable ancestry as a missing one; R8 and R10 go on without it."""
+        self.push(BASE, make_layer({"a": b"1"}))
+        for stored in (DEEP_ARRAYS, b"[" * 300 + b"]" * 300, b"1e999999", b'{"a": 1}',
+                       b'["' + BASE.encode() + b'", 5]'):
+            self.put(f"images/{BASE}/ancestry", stored)
+            self.assertTrue(self.done(self.images.check_ancestry(BASE)))
+            self.assertEqual(self.refused(self.images.get_ancestry(BASE)),
+                             (404, "Image not found"))
+        self.push(CHILD, make_layer({"a": b"2"}), parent=BASE)
+        self.assertEqual(self.done(self.images.get_ancestry(CHILD)), [CHILD, BASE])
+        self.put(f"images/{CHILD}/ancestry", DEEP_OBJECTS)
+        diff = json.loads(self.done(self.images.get_diff(CHILD)))
+        self.assertEqual(sorted(diff["created"]), ["a"])  # diffed as a base image
+
+    def test_stored_file_list(self) -> None:
+        """R10 lists the layer again when the cached C{_files} does not read as a list."""
+        self.push(BASE, make_layer({"a": b"1"}))
+        self.push(CHILD, make_layer({"a": b"2", "b": b"3"}), parent=BASE)
+        for stored in (DEEP_ARRAYS, b'[["a", "f"]]', b"[[1, 2, 3, 4, 5, 6, 7, 8]]", b'{"a": 1}'):
+            self.put(f"images/{BASE}/_files", stored)
+            self.put(f"images/{CHILD}/_files", stored)
+            self.successResultOf(self.storage.remove(f"images/{CHILD}/_diff"))
+            diff = json.loads(self.done(self.images.get_diff(CHILD)))
+            self.assertEqual((sorted(diff["changed"]), sorted(diff["created"])), (["a"], ["b"]))
+        self.assertEqual(json.loads(self.stored(f"images/{BASE}/_files"))[0][0], "a")
+
+    def test_stored_checksum(self) -> None:
+        """An unreadable C{_checksum} holds no checksum: R6 sends none, R5 finds no match."""
+        body = json.dumps({"id": BASE}).encode()
+        self.done(self.images.put_json(BASE, body, None, None))
+        upload = self.done(self.images.begin_layer_upload(BASE))
+        upload.write(b"layer")
+        self.done(upload.commit())
+        checksum = payload_checksum(body, b"layer")
+        for stored in (DEEP_ARRAYS, b"[" * DEEP, b'{"a":' * DEEP):
+            self.put(f"images/{BASE}/_checksum", stored)
+            self.assertEqual(self.done(self.images.get_json(BASE))[2], [])
+            self.assertEqual(self.refused(self.images.put_checksum(BASE, checksum)),
+                             (400, "Checksum mismatch"))
+
+    def test_legacy_plain_checksum(self) -> None:
+        """0.9.1's plain-string C{_checksum} is still one entry."""
+        self.done(self.images.put_json(BASE, json.dumps({"id": BASE}).encode(), None, None))
+        self.put(f"images/{BASE}/_checksum", b"sha256:abc")
+        self.assertEqual(self.done(self.images.get_json(BASE))[2], ["sha256:abc"])
+        self.done(self.images.put_checksum(BASE, "sha256:abc"))

@@ -23,7 +23,8 @@ from twisted.logger import Logger
 from twistreg.config import Settings
 from twistreg.errors import RegistryError
 from twistreg.layout import Repository, images_list_key, private_flag_key_from_key
-from twistreg.storage.interface import IStorage
+from twistreg.registry.documents import parse_json
+from twistreg.storage.interface import IStorage, KeyNotFound
 
 log = Logger()
 
@@ -87,7 +88,7 @@ class IndexClient:
             )
             body = await response.content()
             try:
-                return response.code, json.loads(body)
+                return response.code, parse_json(body)
             except ValueError:
                 return response.code, None
 
@@ -209,8 +210,8 @@ class Authorizer:
         if token is None:
             return
         try:
-            images = json.loads(await self._storage.get_content(images_list_key(token.repository)))
-        except Exception:
+            images = parse_json(await self._storage.get_content(images_list_key(token.repository)))
+        except (KeyNotFound, ValueError):
             images = []
         if not isinstance(images, list) or image_id not in images:
             raise RegistryError(400, "This image does not belong to the repository")

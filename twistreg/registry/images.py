@@ -9,7 +9,7 @@ carrying the contract's messages, raised in each route's check order.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
@@ -50,8 +50,10 @@ def not_found() -> RegistryError:
 def parse_checksums(stored: bytes) -> list[str]:
     """C{_checksum} is a JSON list; 0.9.1 also wrote a plain string, read as one entry."""
     try:
-        value = json.loads(stored)
+        value = parse_json(stored)
     except ValueError:
+        if stored.lstrip().startswith((b"[", b"{")):
+            return []  # a broken document, not 0.9.1's plain string
         return [stored.decode("utf-8", "replace")]
     if isinstance(value, list):
         return [str(v) for v in value]
@@ -167,9 +169,30 @@ class Images:
         await self._require_readable(image_id)
         return await self._exists(image_ancestry_key(image_id))
 
-    async def get_ancestry(self, image_id: str) -> Any:
-        """The parsed ancestry list (re-serialized by the caller)."""
-        return json.loads(await self._storage.get_content(image_ancestry_key(image_id)))
+    async def get_ancestry(self, image_id: str) -> list[str]:
+        """
+        The ancestry list, re-serialized by the caller.  An unreadable file is answered as a
+        missing one: 404 C{Image not found}.
+        """
+        ancestry = await self._read_ancestry(image_id)
+        if ancestry is None:
+            raise not_found()
+        return ancestry
+
+    async def _read_ancestry(self, image_id: str) -> list[str] | None:
+        """The stored ancestry; None when it is missing or not a JSON list of strings."""
+        key = image_ancestry_key(image_id)
+        try:
+            ancestry = parse_json(await self._storage.get_content(key))
+        except KeyNotFound:
+            return None
+        except ValueError as error:
+            log.warn("unreadable {key}: {error}", key=key, error=error)
+            return None
+        if not (isinstance(ancestry, list) and all(isinstance(a, str) for a in ancestry)):
+            log.warn("unreadable {key}: not a list of ids", key=key)
+            return None
+        return ancestry
 
     # R3
     async def check_layer(self, image_id: str, authorization: str | None) -> int | None:
@@ -272,12 +295,7 @@ class Images:
                 raise RegistryError(400, refusal)
         ancestry = [image_id]
         if parent:
-            try:
-                ancestry += json.loads(
-                    await self._storage.get_content(image_ancestry_key(parent))
-                )
-            except KeyNotFound:
-                ancestry.append(parent)
+            ancestry += await self._read_ancestry(parent) or [parent]
         await self._storage.put_content(image_inprogress_key(image_id), b"true")
         await self._storage.remove(image_checksum_key(image_id))
         await self._storage.put_content(image_json_key(image_id), body)
@@ -317,15 +335,40 @@ class Images:
             raise not_found()
 
     async def get_files(self, image_id: str) -> bytes:
-        """R9's body: the cached C{_files}, or the layer's file list, computed and cached."""
+        """R9's body: the cached C{_files} as stored, or the layer's file list, cached."""
         try:
             return await self._storage.get_content(image_files_key(image_id))
         except KeyNotFound:
             pass
+        _, body = await self._list_and_cache(image_id)
+        return body
+
+    async def _files_of(self, image_id: str) -> list | None:
+        """
+        An image's file list for R10: the cached C{_files} when it reads as one, else the
+        layer's, cached again; None for an image without a layer.
+        """
+        key = image_files_key(image_id)
+        try:
+            cached = await self._storage.get_content(key)
+        except KeyNotFound:
+            pass
+        else:
+            files = _read_file_list(cached)
+            if files is not None:
+                return files
+            log.warn("unreadable {key}: listing the layer again", key=key)
+        if not await self._exists(image_layer_key(image_id)):
+            return None
+        files, _ = await self._list_and_cache(image_id)
+        return files
+
+    async def _list_and_cache(self, image_id: str) -> tuple[list, bytes]:
+        """The layer's file list, stored as C{_files}; the list and its stored form."""
         files = await self._file_list(image_id)
         body = json.dumps(files).encode()
         await self._storage.put_content(image_files_key(image_id), body)
-        return body
+        return files, body
 
     async def get_diff(self, image_id: str) -> bytes:
         """R10's body: the cached C{_diff}, or the diff against the ancestors, cached."""
@@ -333,17 +376,15 @@ class Images:
             return await self._storage.get_content(image_diff_key(image_id))
         except KeyNotFound:
             pass
-        own = json.loads(await self.get_files(image_id))
-        ancestry = await self.get_ancestry(image_id)
-        ancestors = []
-        for ancestor in ancestry[1:]:
-            if isinstance(ancestor, str) and is_image_id(ancestor):
-                if await self._exists(image_files_key(ancestor)) or await self._exists(
-                    image_layer_key(ancestor)
-                ):
-                    ancestors.append(json.loads(await self.get_files(ancestor)))
-                    continue
-            ancestors.append(None)
+        own = await self._files_of(image_id)
+        if own is None:
+            raise not_found()
+        # An image without a readable ancestry is diffed as a base image.
+        ancestry = await self._read_ancestry(image_id) or [image_id]
+        ancestors = [
+            await self._files_of(ancestor) if is_image_id(ancestor) else None
+            for ancestor in ancestry[1:]
+        ]
         result = await threads.deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), layerfiles.diff, own, ancestors
         )
@@ -365,6 +406,20 @@ class Images:
             )
         except LayerFormatError:
             raise RegistryError(400, "Layer format not supported") from None
+
+
+def _read_file_list(stored: bytes) -> list | None:
+    """A cached C{_files}, when it is a list of R9 entries (a name and seven fields)."""
+    try:
+        files = parse_json(stored)
+    except ValueError:
+        return None
+    if isinstance(files, list) and all(
+        isinstance(entry, list) and len(entry) == 8 and isinstance(entry[0], str)
+        for entry in files
+    ):
+        return files
+    return None
 
 
 def _parse_image_json(body: bytes) -> dict:

@@ -76,7 +76,7 @@ class Index:
         images = _parse_image_list(body)
         key = index_images_key(repository)
         try:
-            stored = json.loads(await self._storage.get_content(key))
+            stored = parse_json(await self._storage.get_content(key))
         except KeyNotFound:
             await self._storage.put_content(key, body)
             if self._search is not None:

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_routes_images,tests.test_routes_repositories -*-
 """
 One registry's rules over one storage, gathered for the web layer that serves them.
 """

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from twistreg.errors import RegistryError
 from twistreg.layout import (
@@ -25,6 +26,8 @@ from twistreg.layout import (
 from twistreg.registry.documents import parse_json
 from twistreg.registry.search import SearchIndex
 from twistreg.storage.interface import IStorage, KeyNotFound
+
+log = Logger()
 
 _TAG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _USER_AGENT_PAIR = re.compile(r"([^\s/]+)/([^\s/]+)")
@@ -171,9 +174,13 @@ class Tags:
         return await self._metadata(tag_json_key(repository, tag))
 
     async def _metadata(self, key: str) -> Any | None:
+        """Stored metadata; None when it is missing or unreadable (the default answers)."""
         try:
-            return json.loads(await self._storage.get_content(key))
-        except (KeyNotFound, ValueError):
+            return parse_json(await self._storage.get_content(key))
+        except KeyNotFound:
+            return None
+        except ValueError as error:
+            log.warn("unreadable {key}: {error}", key=key, error=error)
             return None
 
     # R18, R19
