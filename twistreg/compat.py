@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import endpoints
+from twisted.web import http
 
 
 def endpoint_keywords(description: str) -> dict[str, str]:
@@ -85,3 +86,22 @@ def request_line(channel: Any) -> tuple[bytes | None, bytes | None, bytes | None
     """
     return (getattr(channel, "_command", None), getattr(channel, "_path", None),
             getattr(channel, "_version", None))
+
+
+class BadRequestChannel(http.HTTPChannel):
+    """
+    An C{HTTPChannel} whose answer to a request it cannot parse (a malformed request line
+    or header, C{Content-Length: abc}, bad chunking) is L{bad_request_answer}.
+
+    Needed because twisted.web writes a bare C{400 Bad Request} from the private
+    C{_respondToBadRequestAndDisconnect}, and clients of the registry expect a JSON body on
+    every error. Public replacement: none (a channel attribute for that answer).
+    """
+
+    def bad_request_answer(self) -> bytes:
+        """The bytes sent before the connection closes; twisted.web's own by default."""
+        return b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.transport.write(self.bad_request_answer())
+        self.loseConnection()

@@ -24,13 +24,13 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from twistreg.compat import request_line
 from twistreg.errors import RegistryError
 from twistreg.registry.images import LayerUpload
-from twistreg.web.responses import JSON_HEADERS, render_json
+from twistreg.web.responses import raw_json_answer, render_json, set_json_headers
 
 log = Logger()
 
@@ -343,15 +343,11 @@ class RegistryRequest(server.Request):
         self.requestHeaders.removeHeader(b"Expect")
         self.method, path, self.clientproto = request_line(channel)
         self.uri = path or b"/"
-        body = render_json({"error": error.message})
         self.code = error.status
-        self.sentLength = 0 if self.method == b"HEAD" else len(body)
-        lines = [b"HTTP/1.1 %d %s" % (error.status, RESPONSES.get(error.status, b"Error"))]
-        headers = {**JSON_HEADERS, "Content-Length": str(len(body)), "Connection": "close",
-                   **error.headers}
-        lines += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
-        channel.transport.write(b"\r\n".join(lines) + b"\r\n\r\n"
-                                + (b"" if self.method == b"HEAD" else body))
+        answer = raw_json_answer(error.status, error.message, error.headers,
+                                 with_body=self.method != b"HEAD")
+        self.sentLength = len(answer) - answer.index(b"\r\n\r\n") - 4
+        channel.transport.write(answer)
         channel.transport.resumeProducing()
         self._lingering = channel.callLater(LINGER_SECONDS, channel.loseConnection)
         site = getattr(channel, "site", None)
@@ -379,6 +375,22 @@ class RegistryRequest(server.Request):
         if self._lingering is not None and self._lingering.active():
             self._lingering.cancel()
         self._lingering = None
+
+    def processingFailed(self, reason: Failure) -> None:
+        """What escaped every handler: logged, and a JSON 500 (twisted.web's is HTML)."""
+        log.failure("unexpected error on {method} {uri}", reason, method=self.method,
+                    uri=self.uri)
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            # Part of the answer went out: the client must see it cut short.
+            self.channel.transport.abortConnection()
+            return
+        body = render_json({"error": "Internal server error"})
+        self.responseHeaders = Headers()
+        set_json_headers(self, 500, len(body))
+        self.write(b"" if self.method == b"HEAD" else body)
+        self.finish()
 
     def getRequestHostname(self) -> bytes:
         """The Host header's name; UNIX sockets have no address to fall back on."""

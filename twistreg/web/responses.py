@@ -9,6 +9,7 @@ import json
 from email.utils import formatdate
 from typing import Any
 
+from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
 
 CACHE_SECONDS = 31536000
@@ -32,6 +33,20 @@ JSON_HEADERS = {
     "Pragma": "no-cache",
     "Expires": "-1",
 }
+
+
+def raw_json_answer(status: int, message: str, headers: dict[str, str],
+                    with_body: bool = True) -> bytes:
+    """
+    A whole C{{"error": message}} answer as bytes, for the moments before a Request can
+    answer (the body not read yet, the request unparsable); the connection closes after it.
+    """
+    body = render_json({"error": message})
+    lines = [b"HTTP/1.1 %d %s" % (status, RESPONSES.get(status, b"Error"))]
+    fields = {**JSON_HEADERS, "Content-Length": str(len(body)), "Connection": "close",
+              **headers}
+    lines += [f"{name}: {value}".encode("latin-1") for name, value in fields.items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (body if with_body else b"")
 
 
 def set_json_headers(request: IRequest, status: int, length: int) -> None:

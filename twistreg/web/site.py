@@ -15,7 +15,9 @@ from twisted.internet import defer
 from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from werkzeug.exceptions import BadHost
 
+from twistreg.compat import BadRequestChannel
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
 from twistreg.web.body import RegistryRequest
@@ -43,7 +45,11 @@ class RegistryResource(KleinResource):
             if path.startswith(b"v1/repositories/"):
                 return _early_error(request, 400, "Invalid repository name")
             return _early_error(request, 404, "Not found")
-        return super().render(request)
+        try:
+            return super().render(request)
+        except BadHost:
+            # Klein hands the Host header to the router before any error handler can run.
+            return _early_error(request, 400, "Invalid Host header")
 
 
 def _early_error(request: IRequest, status: int, message: str) -> bytes:
@@ -55,6 +61,13 @@ def _early_error(request: IRequest, status: int, message: str) -> bytes:
 def registry_resource(registry: Registry) -> RegistryResource:
     """The registry as an C{IResource}, for a Site or another application's tree."""
     return RegistryResource(build_routes(registry))
+
+
+class RegistryChannel(BadRequestChannel):
+    """A connection whose answer to a request twisted.web cannot parse is JSON too."""
+
+    def bad_request_answer(self) -> bytes:
+        return responses.raw_json_answer(400, "Bad request", {})
 
 
 class TimedRequest(RegistryRequest):
@@ -90,6 +103,8 @@ class RegistrySite(server.Site):
         self.wsgi = wsgi
         self.wsgi_prefix = None if wsgi is None else mount_prefix(wsgi_mount)
         super().__init__(self._root(), requestFactory=TimedRequest, **kwargs)
+        # Plain HTTP/1.1 channels (no HTTP/2 negotiation) answering bad requests in JSON.
+        self.protocol = RegistryChannel
         self.noisy = False
         self._access_log = access_log
 

@@ -13,7 +13,7 @@ stored, by the same code that authorizes the route.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 
 import attrs
@@ -198,9 +198,10 @@ class RouteTable:
         """The policy a route declared (KeyError for a rule added around the table)."""
         return self._policies[endpoint]
 
-    def rules(self) -> Iterator[Any]:
-        """Every rule of the URL map."""
-        return self.app.url_map.iter_rules()
+    def undeclared(self) -> list[str]:
+        """The rules of the URL map that no policy covers (added around L{route})."""
+        return [rule.rule for rule in self.app.url_map.iter_rules()
+                if rule.endpoint not in self._policies]
 
     async def _checked(self, policy: Policy, request: IRequest, authorization: str | None,
                        arguments: dict[str, Any]) -> RouteCall:
