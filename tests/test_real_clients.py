@@ -17,6 +17,8 @@ import pytest
 
 from tests.test_push_pull import BASE, CHILD, make_layer, push_image
 
+pytestmark = pytest.mark.integration
+
 LAYERS = {BASE: make_layer({"a": b"base"}), CHILD: make_layer({"b": b"child" * 20000})}
 
 
@@ -34,6 +36,7 @@ def pushed(tmp_path_factory):
                     json.dumps([{"id": BASE}, {"id": CHILD}]).encode())
     yield running
     running.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_pypi_client(pushed):
@@ -58,10 +61,13 @@ def npm_client(tmp_path_factory):
             pytest.fail("npm is missing")
         pytest.skip("npm is not installed")
     directory = tmp_path_factory.mktemp("npm")
+    # npm's cache and logs (~/.npm by default) go in the directory too, removed with it.
+    env = dict(os.environ, npm_config_cache=str(directory / ".npm"))
     subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund",
-                    "docker-registry-client@3.4.0"], cwd=directory, check=True, timeout=300,
-                   capture_output=True)
-    return directory
+                    "docker-registry-client@3.4.0"], cwd=directory, env=env, check=True,
+                   timeout=300, capture_output=True)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_npm_client_pull(pushed, npm_client):

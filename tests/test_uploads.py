@@ -15,6 +15,8 @@ import pytest
 from tests.server import Server, wait_until
 from twistreg.checksums import PayloadHasher
 
+pytestmark = pytest.mark.integration
+
 IMAGE = "1111111111111111111111111111111111111111111111111111111111111111"
 IMAGE_JSON = json.dumps({"id": IMAGE}).encode()
 MiB = 1024 * 1024
