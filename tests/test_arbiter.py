@@ -132,12 +132,15 @@ class Pool:
     def __init__(self, workers: int = 2, rng: random.Random | None = None, **config):
         self.reactor = ProcessReactor()
         self.fatal: list[FatalError] = []
+        self.ready: list[int] = []
+        self.failed_reloads: list[str] = []
         self.socket = bind(parse_listen(self.reactor, "tcp:0:interface=127.0.0.1"))
         self.launcher = ProcessLauncher(self.reactor, [self.socket],
                                         environ={"PATH": "/usr/bin", "LANG": "C.UTF-8"})
         self.config = PoolConfig(app="tests.test_arbiter:make_app", workers=workers, **config)
         self.arbiter = Arbiter(self.reactor, self.launcher, self.config,
-                               on_fatal=self.fatal.append, rng=rng)
+                               on_fatal=self.fatal.append, on_ready=self.ready.append,
+                               on_reload_failed=self.failed_reloads.append, rng=rng)
 
     def start(self) -> Pool:
         self.arbiter.start()
@@ -358,6 +361,61 @@ def test_load_failure_while_others_serve_is_not_fatal(pool):
     assert p.spawned[0].signals == []
 
 
+@pytest.mark.parametrize("code", [EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED])
+def test_a_reload_whose_workers_cannot_load_is_abandoned(pool, code):
+    p = pool(workers=2, timeout=0)
+    old = [process.ready() for process in p.spawned]
+    p.arbiter.reload(PoolConfig(app="tests.test_arbiter:make_app", workers=2, max_requests=7))
+    first, second = p.spawned[2:]
+    first.say("failed storage driver 's3' is not available in this version")
+    first.end(code=code)
+    # Once: the other new worker is stopped, none is started again, the old ones serve on.
+    assert second.signals == ["TERM"]
+    assert len(p.failed_reloads) == 1
+    assert p.failed_reloads[0] == (
+        f"worker failed to {'load the application' if code == 4 else 'boot'}: storage driver"
+        " 's3' is not available in this version; generation 0 serves on")
+    second.end(sig=signal.SIGTERM)
+    p.advance(BACKOFF_MAX * 2)
+    assert len(p.spawned) == 4 and p.fatal == [] and len(p.failed_reloads) == 1
+    assert all(process.signals == [] for process in old)
+    assert (p.arbiter.generation, p.arbiter.config.max_requests) == (0, 0)
+    # A worker of the old generation that dies is replaced as one of its own.
+    old[0].end(sig=signal.SIGKILL)
+    assert p.spawned[4].spec.max_requests == 0
+    p.spawned[4].ready()
+    # The next reload gets a new number, and succeeds.
+    p.arbiter.reload()
+    assert p.arbiter.generation == 2
+    for process in p.spawned[5:]:
+        process.ready()
+    assert p.ready == [0, 2]
+
+
+def test_a_reload_whose_workers_keep_dying_is_abandoned(pool):
+    p = pool(workers=1, timeout=0)
+    p.spawned[0].ready()
+    p.arbiter.reload()
+    for _ in range(GIVE_UP_AFTER):
+        p.spawned[-1].end(code=1)
+        p.advance(BACKOFF_MAX)
+    assert p.failed_reloads == [
+        f"{GIVE_UP_AFTER} workers in a row died while booting; generation 0 serves on"]
+    assert len(p.spawned) == 1 + GIVE_UP_AFTER and p.fatal == []
+    assert p.spawned[0].signals == []
+
+
+def test_a_reload_that_boots_is_not_abandoned_by_a_later_failure(pool):
+    p = pool(workers=2)
+    for process in p.spawned:
+        process.ready()
+    p.arbiter.reload()
+    p.spawned[2].ready()
+    p.spawned[3].end(code=EXIT_APP_LOAD_FAILED)
+    assert p.failed_reloads == []
+    assert p.arbiter.generation == 1
+
+
 def test_workers_that_always_die_at_boot_stop_the_server(pool):
     p = pool(workers=1)
     for _ in range(GIVE_UP_AFTER):
@@ -531,24 +589,35 @@ def test_usr1_is_forwarded(pool):
 # -- the service and its signals -----------------------------------------------------------------
 
 
-def test_prefork_service_binds_logs_and_closes(tmp_path):
+def test_prefork_service_binds_then_says_serving_once_a_worker_is_ready(tmp_path):
     reactor = ProcessReactor()
     seen: list[str] = []
     path = tmp_path / "s.sock"
     service = PreforkService(
         reactor, ["tcp:0:interface=127.0.0.1", f"unix:{path}:mode=600"],
-        PoolConfig(app="x:y", workers=1), on_listening=seen.append,
+        PoolConfig(app="x:y", workers=2), on_serving=seen.append,
     )
     service.startService()
-    assert seen[0].startswith("127.0.0.1:") and not seen[0].endswith(":0")
-    assert seen[1] == str(path) and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     sock = service.sockets[0].socket
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
     spawned = reactor.spawned[0]
     assert set(spawned.child_fds) == {0, 1, 2, 3, 4, 5, 6}
+    assert seen == []  # bound, but nothing serves yet
+    spawned.ready()
+    assert len(seen) == 2
+    assert seen[0].startswith("127.0.0.1:") and not seen[0].endswith(":0")
+    assert seen[1] == str(path)
+    reactor.spawned[1].ready()
+    reactor.spawned[1].end(code=1)
+    reactor.spawned[2].ready()
+    assert len(seen) == 2  # once, not for every worker
     d = service.stopService()
-    assert spawned.signals == ["TERM"] and not path.exists()
-    spawned.end()
+    live = reactor.live()
+    assert [process.signals for process in live] == [["TERM"], ["TERM"]]
+    assert not path.exists()
+    for process in live:
+        process.end()
     assert d.called
 
 

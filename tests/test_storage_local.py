@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from twisted.internet.testing import StringTransport
@@ -11,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.tempdirs import TemporaryDirectories
-from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
+from twistreg.config import ConfigError
+from twistreg.storage.interface import IMaintainable, IStorage, IWriter, KeyNotFound
 from twistreg.storage.local import LocalStorage
 
 
@@ -30,6 +35,7 @@ class LocalStorageTests(TemporaryDirectories, SynchronousTestCase):
 
     def test_interfaces(self) -> None:
         verifyObject(IStorage, self.storage)
+        verifyObject(IMaintainable, self.storage)
         verifyObject(IWriter, self.successResultOf(self.storage.open_writer("images/a/layer")))
 
     def test_content_round_trip(self) -> None:
@@ -109,3 +115,76 @@ class LocalStorageTests(TemporaryDirectories, SynchronousTestCase):
             open(path, "wb").close()
         self.assertEqual(self.storage.sweep_temporary(), 1)
         self.assertEqual(sorted(os.listdir(directory)), [os.path.basename(alive)])
+
+
+# -- the checks at start ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """
+    C{path}, a directory nobody can create files in, root included: root ignores permission
+    bits, so it is made immutable (chattr +i) when this process is root, and mode 0555
+    otherwise. Skips the test where neither is possible.
+    """
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i is not possible here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.fixture
+def read_only_directory(tmp_path):
+    path = tmp_path / "read-only"
+    path.mkdir()
+    with read_only(path):
+        yield path
+
+
+def test_check_writable_creates_a_missing_directory_and_leaves_nothing(tmp_path):
+    root = tmp_path / "a" / "b"
+    LocalStorage(str(root)).check_writable()
+    assert root.is_dir() and list(root.iterdir()) == []
+
+
+def test_check_writable_refuses_a_read_only_directory(read_only_directory):
+    with pytest.raises(ConfigError) as caught:
+        LocalStorage(str(read_only_directory)).check_writable()
+    assert str(caught.value) in (
+        f"cannot write to storage path {read_only_directory}: Operation not permitted",
+        f"cannot write to storage path {read_only_directory}: Permission denied")
+
+
+def test_check_writable_refuses_a_directory_it_cannot_create(read_only_directory):
+    root = read_only_directory / "storage"
+    with pytest.raises(ConfigError) as caught:
+        LocalStorage(str(root)).check_writable()
+    assert str(caught.value).startswith(f"cannot create storage path {root}: ")
+
+
+def test_check_writable_refuses_a_path_under_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError) as caught:
+        LocalStorage(str(tmp_path / "file" / "storage")).check_writable()
+    assert str(caught.value) == (
+        f"cannot create storage path {tmp_path}/file/storage: Not a directory")
+    with pytest.raises(ConfigError, match="^storage path .*/file is not a directory$"):
+        LocalStorage(str(tmp_path / "file")).check_writable()
+
+
+def test_check_present(tmp_path):
+    LocalStorage(str(tmp_path)).check_present()
+    with pytest.raises(ConfigError) as caught:
+        LocalStorage(str(tmp_path / "missing")).check_present()
+    assert str(caught.value) == f"storage path {tmp_path}/missing does not exist"
+    assert not (tmp_path / "missing").exists()

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_plugin,tests.test_service -*-
 """
 C{twist twistreg}: the registry as a Twisted application plugin.
 
@@ -19,13 +20,13 @@ class Options(usage.Options):
     """The command line of C{twist twistreg}; each option overrides its config key."""
 
     optParameters = [
-        ["port", "p", None, "TCP port to listen on, all interfaces (default 5000).", int],
+        ["port", "p", None, "TCP port to listen on, all interfaces (default 5000)."],
         ["config", "c", None, "Config file (default $DOCKER_REGISTRY_CONFIG, then "
          "/etc/twistreg/config.yml, then built-in defaults)."],
         ["flavor", "f", None, "Config flavor (default $SETTINGS_FLAVOR, then dev)."],
         ["storage-path", None, None, "Storage directory, overriding the config's storage_path."],
         ["workers", "w", None, "Worker processes (default: one per CPU); 0 serves in this "
-         "process.", int],
+         "process."],
         ["access-log", None, None, "Access log file, or - for standard output."],
         ["max-requests", None, None, "Recycle a worker after this many requests, once they "
          "have finished (default 0: never)."],
@@ -50,6 +51,18 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+
+    def opt_version(self) -> None:
+        """Print twistreg's version and exit."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("twistreg")
+        except PackageNotFoundError:
+            # A source tree on PYTHONPATH, not installed: the package's own idea of itself.
+            from twistreg import __version__ as installed
+        print(f"twistreg {installed}")
+        sys.exit(0)
 
     def opt_listen(self, endpoint: str) -> None:
         """Twisted endpoint string to listen on (repeatable), e.g. tcp:5000:interface=127.0.0.1,
@@ -117,31 +130,23 @@ class RegistryServiceMaker:
 
         from twistreg.config import ConfigError, load_settings
         from twistreg.server.notify import Notifier
-        from twistreg.service import PreforkRegistryService, RegistryService, worker_count
+        from twistreg.service import PreforkRegistryService, make_service
 
         parent = _ExitOnStartError(reactor)
         notifier = Notifier.from_environ(os.environ)
         try:
             settings = load_settings(options["config"], options["flavor"], options.overrides())
             _configure_logs(options, settings.loglevel)
-            if worker_count(settings) == 0:
-                registry_service = RegistryService(settings, reactor, on_fatal=parent.fail)
-            else:
-                registry_service = PreforkRegistryService(
-                    settings,
-                    reactor,
-                    sources={
-                        "config": settings.config_path,
-                        "flavor": settings.flavor,
-                        "overrides": options.overrides(),
-                    },
-                    worker_logs=_worker_logs(options, settings.loglevel),
-                    argv=sys.argv,
-                    on_fatal=parent.fail,
-                    on_ready=lambda generation: notifier.ready(
-                        f"serving (worker generation {generation})"),
-                    on_reloading=notifier.reloading,
-                )
+            registry_service = make_service(
+                settings,
+                reactor,
+                overrides=options.overrides(),
+                on_fatal=parent.fail,
+                on_ready=notifier.ready,
+                on_reloading=notifier.reloading,
+                worker_logs=_worker_logs(options, settings.loglevel),
+                argv=sys.argv,
+            )
         except ConfigError as error:
             raise SystemExit(f"twistreg: {error}") from None
         if settings.server.pidfile:
@@ -157,9 +162,6 @@ class RegistryServiceMaker:
             install_master_signals(reactor, registry_service,
                                    reopen_logs=_reopenable_log_file(options))
             set_title("twistreg: master [" + " ".join(sys.argv) + "]")
-        else:
-            # Listening began in startService, which twist calls before running the reactor.
-            reactor.callWhenRunning(notifier.ready, "serving")
         return parent
 
 
@@ -214,10 +216,16 @@ class _ExitOnStartError(MultiService):
         self._reactor = reactor
 
     def startService(self) -> None:
+        from twistreg.config import ConfigError
+
         try:
             super().startService()
         except Exception as error:
-            raise SystemExit(f"twistreg: cannot start: {error}") from None
+            # What did start stops: workers already spawned are told to go (TERM), so that
+            # none outlives this process.
+            self.stopService()
+            what = "" if isinstance(error, ConfigError) else "cannot start: "
+            raise SystemExit(f"twistreg: {what}{error}") from None
 
     def fail(self, problem: Exception) -> None:
         """Stop everything, then exit with status 1 (C{twist} itself would exit 0)."""

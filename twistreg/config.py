@@ -10,6 +10,7 @@ would see.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import ipaddress
 import os
 import sys
@@ -241,8 +242,7 @@ def load_application(
         module's own code failed).
     """
     module_name, _, attribute = name.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _working_directory_first()
     try:
         target: Any = importlib.import_module(module_name)
         path = attribute or default
@@ -251,12 +251,39 @@ def load_application(
         for part in path.split("."):
             target = getattr(target, part)
     except Exception as error:
-        text = " ".join(str(error).split())
-        raise ConfigError(f"cannot load the {what} {name!r}: "
-                          f"{type(error).__name__}: {text}{_where(error)}") from None
+        raise _cannot_load(name, what, error) from None
     if not callable(target):
         raise ConfigError(f"the {what} {name!r} is not callable")
     return target
+
+
+def find_application(name: str, what: str = "application") -> None:
+    """
+    Check, without importing it, that the module of C{name} (as L{load_application} takes
+    it) can be found: a cheap check for a process that will not run the application itself.
+    Its parent packages are imported.
+
+    @raise ConfigError: the same line L{load_application} would give for a missing module.
+    """
+    module_name = name.partition(":")[0]
+    _working_directory_first()
+    try:
+        if importlib.util.find_spec(module_name) is None:
+            raise ModuleNotFoundError(f"No module named {module_name!r}")
+    except Exception as error:
+        raise _cannot_load(name, what, error) from None
+
+
+def _working_directory_first() -> None:
+    """Where gunicorn looks first, and a worker started with C{-P} would not look at all."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def _cannot_load(name: str, what: str, error: Exception) -> ConfigError:
+    text = " ".join(str(error).split())
+    return ConfigError(f"cannot load the {what} {name!r}: "
+                       f"{type(error).__name__}: {text}{_where(error)}")
 
 
 def _where(error: Exception) -> str:

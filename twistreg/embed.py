@@ -19,13 +19,7 @@ from twisted.application.service import IService
 from twisted.web.resource import IResource
 
 from twistreg.config import load_settings
-from twistreg.service import (
-    PreforkRegistryService,
-    RegistryService,
-    build_registry,
-    start_registry,
-    worker_count,
-)
+from twistreg.service import build_registry, check_storage, make_service, start_registry
 from twistreg.web.site import registry_resource as _resource
 
 __all__ = ["registry_resource", "registry_service"]
@@ -48,9 +42,11 @@ def registry_resource(
 
     @param config: the config file; C{None} looks where C{twist twistreg} does
         (C{$DOCKER_REGISTRY_CONFIG}, C{/etc/twistreg/config.yml}, built-in defaults).
-    @raise twistreg.config.ConfigError: the configuration cannot be used (one line).
+    @raise twistreg.config.ConfigError: the configuration cannot be used, or the storage
+        cannot be written (one line).
     """
     settings = load_settings(config, flavor, overrides)
+    check_storage(settings)
     registry = build_registry(settings, reactor)
     start_registry(registry, reactor)
     return _resource(registry)
@@ -71,14 +67,7 @@ def registry_service(
     Signal handling stays the application's: see
     L{twistreg.server.signals.install_master_signals} for the pool's (HUP, TTIN, ...).
 
-    @raise twistreg.config.ConfigError: the configuration cannot be used (one line).
+    @raise twistreg.config.ConfigError: the configuration cannot be used, or the storage
+        cannot be written (one line).
     """
-    settings = load_settings(config, flavor, overrides)
-    if worker_count(settings) == 0:
-        return RegistryService(settings, reactor)
-    return PreforkRegistryService(
-        settings,
-        reactor,
-        sources={"config": settings.config_path, "flavor": settings.flavor,
-                 "overrides": dict(overrides or {})},
-    )
+    return make_service(load_settings(config, flavor, overrides), reactor, overrides=overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import IO
 
-from twisted.logger import FileLogObserver, formatEventAsClassicLogText
+from twisted.logger import FileLogObserver, ILogObserver, formatEventAsClassicLogText
 
 
 def _one_line(event: dict) -> str | None:
@@ -19,3 +19,20 @@ def _one_line(event: dict) -> str | None:
 def line_log_observer(output: IO[str]) -> FileLogObserver:
     """A file log observer writing one line per event to C{output}."""
     return FileLogObserver(output, _one_line)
+
+
+def naming_process(observer: ILogObserver, process: str) -> ILogObserver:
+    """
+    An observer that adds C{process} (C{worker=123}) to each event's system, after the
+    namespace and level that twisted.logger puts there by default (as the master's lines
+    show them), for a log several processes write to.
+    """
+
+    def named(event: dict) -> None:
+        if "log_system" not in event:
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
+            event = dict(event, log_system=f"{system} {process}")
+        observer(event)
+
+    return named

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_search -*-
+# -*- test-case-name: tests.test_search,tests.test_reindex -*-
 """
 C{python -m twistreg reindex}: rebuild the search index from the storage tree.
 
@@ -24,6 +24,7 @@ from twistreg.config import ConfigError, load_settings, require_supported_storag
 from twistreg.logs import line_log_observer
 from twistreg.registry.search import open_search_index, walk
 from twistreg.storage import open_storage
+from twistreg.storage.interface import IMaintainable
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -61,6 +62,9 @@ async def _reindex(reactor, options: argparse.Namespace) -> None:
         )
         require_supported_storage(settings)
         storage = open_storage(settings)
+        # A storage path with a typo would be created, and an empty index built from it.
+        if IMaintainable.providedBy(storage):
+            storage.check_present()
         index = open_search_index(settings, reactor)
     except ConfigError as error:
         _fail(str(error))

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from twistreg.config import (
     ConfigError,
     Settings,
+    find_application,
     load_settings,
     require_supported_storage,
 )
@@ -38,10 +39,9 @@ from twistreg.server.arbiter import PoolConfig, PreforkService
 from twistreg.server.interfaces import IWorkerApplication
 from twistreg.server.logfiles import ReopenableStream
 from twistreg.storage import open_storage
-from twistreg.storage.interface import IStorage
-from twistreg.storage.local import LocalStorage
+from twistreg.storage.interface import IMaintainable, IStorage
 from twistreg.web.site import RegistrySite
-from twistreg.web.wsgi import WSGIContainer, load_wsgi_application
+from twistreg.web.wsgi import WSGI_APPLICATION, WSGIContainer, load_wsgi_application
 
 log = Logger()
 
@@ -103,12 +103,53 @@ def open_access_log(target: str | None) -> IO[str] | ReopenableStream | None:
     """
     The access log stream: C{-} is stdout, a path is appended to (by every worker of a
     pool, one line per write; SIGUSR1 reopens it), None is no log.
+
+    @raise ConfigError: the file cannot be opened for appending (one line naming it).
     """
     if target is None:
         return None
     if target == "-":
         return sys.stdout
-    return ReopenableStream(target)
+    try:
+        return ReopenableStream(target)
+    except OSError as error:
+        raise ConfigError(f"cannot open the access log {target}: {error.strerror}") from None
+
+
+# -- the checks at start and reload ----------------------------------------------------------------
+
+
+def check_storage(settings: Settings) -> IStorage:
+    """
+    The storage the settings name, once proven usable: a driver this version has, and (for
+    drivers that say how, L{IMaintainable}) a place a push can write to.
+
+    @raise ConfigError: one line naming the storage and the problem.
+    """
+    require_supported_storage(settings)
+    storage = open_storage(settings)
+    if IMaintainable.providedBy(storage):
+        storage.check_writable()
+    return storage
+
+
+def check_settings(settings: Settings) -> None:
+    """
+    What a start and a reload check in the master, before any worker is started: what
+    would otherwise fail in every worker (a storage driver it lacks, a WSGI module that is
+    not there, an access log it cannot open), or answer 500 to every push (a read-only
+    storage). The WSGI application is only looked for, not imported: the master never runs it.
+
+    @raise ConfigError: one line saying what cannot be used, and why.
+    """
+    server = settings.server
+    if server.serves_registry:
+        check_storage(settings)
+    if server.wsgi is not None:
+        find_application(server.wsgi, WSGI_APPLICATION)
+    access_log = open_access_log(server.access_log)
+    if isinstance(access_log, ReopenableStream):
+        access_log.close()
 
 
 class RegistryService(service.Service):
@@ -119,15 +160,21 @@ class RegistryService(service.Service):
     @param reactor: the reactor to listen with (an embedding application's own).
     @param on_fatal: called with the error when the registry cannot run after all (a search
         database of an unknown version); by default it is logged.
+    @param on_ready: called with a status once every endpoint listens.
     @ivar ports: the listening ports, once started.
     """
 
     def __init__(
-        self, settings: Settings, reactor, on_fatal: Callable[[Exception], object] | None = None
+        self,
+        settings: Settings,
+        reactor,
+        on_fatal: Callable[[Exception], object] | None = None,
+        on_ready: Callable[[str], object] = lambda status: None,
     ) -> None:
         self.settings = settings
         self._reactor = reactor
         self._on_fatal = on_fatal
+        self._on_ready = on_ready
         self.site = build_site(settings, reactor, open_access_log(settings.server.access_log),
                                multiprocess=False)
         self.registry = self.site.registry
@@ -152,6 +199,7 @@ class RegistryService(service.Service):
             self.site.wsgi.start()
         if self.registry is not None:
             start_registry(self.registry, self._reactor, self._on_fatal)
+        self._on_ready("serving")
 
     def _listening(self, port: IListeningPort) -> None:
         self.ports.append(port)
@@ -203,9 +251,9 @@ def start_search(
     defer.ensureDeferred(open_and_fill()).addErrback(failed)
 
 
-def sweep_temporary_files(reactor, storage) -> None:
-    """Remove, in a thread, what uploads of dead processes left in local storage."""
-    if not isinstance(storage, LocalStorage):
+def sweep_temporary_files(reactor, storage: IStorage) -> None:
+    """Remove, in a thread, what uploads of dead processes left (storage that has any)."""
+    if not IMaintainable.providedBy(storage):
         return
     threads.deferToThreadPool(
         reactor, reactor.getThreadPool(), storage.sweep_temporary
@@ -299,7 +347,7 @@ def worker_count(settings: Settings) -> int:
 class PreforkRegistryService(PreforkService):
     """
     The registry served by a pool of worker processes (C{workers} >= 1); the master sweeps
-    stale upload files once, and re-reads the configuration on HUP.
+    stale upload files once, and re-reads (and checks) the configuration on HUP.
 
     @param sources: where the settings came from, as given to L{load_settings}: C{config}
         (the file, or C{None}), C{flavor} and C{overrides} (the command line's values). The
@@ -339,7 +387,7 @@ class PreforkRegistryService(PreforkService):
                 settings.server.endpoints(),
                 self._pool_config(settings),
                 reload_config=self._reload,
-                on_listening=lambda address: _log_serving(self.settings, address),
+                on_serving=lambda address: _log_serving(self.settings, address),
                 **kwargs,
             )
         except ValueError as error:
@@ -364,11 +412,15 @@ class PreforkRegistryService(PreforkService):
         )
 
     def _reload(self) -> PoolConfig:
-        """HUP: the configuration again. Listeners stay those bound at start."""
+        """
+        HUP: the configuration again, checked as at start before any new worker is started.
+        Listeners stay those bound at start.
+
+        @raise ConfigError: the new configuration cannot be used; the pool serves on.
+        """
         settings = load_settings(self._sources["config"], self._sources["flavor"],
                                  _overrides(self._sources["overrides"]))
-        if settings.server.serves_registry:
-            require_supported_storage(settings)
+        check_settings(settings)
         if settings.server.endpoints() != self.settings.server.endpoints():
             log.warn("reload: the listen endpoints changed; restart the server to apply that")
         if worker_count(settings) == 0:
@@ -390,3 +442,47 @@ class PreforkRegistryService(PreforkService):
         if self._search is not None:
             self._search.close()
         return stopped
+
+
+def make_service(
+    settings: Settings,
+    reactor,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    on_fatal: Callable[[Exception], object] | None = None,
+    on_ready: Callable[[str], object] = lambda status: None,
+    on_reloading: Callable[[], object] = lambda: None,
+    worker_logs: Mapping[str, Any] | None = None,
+    argv: Sequence[str] = (),
+) -> service.Service:
+    """
+    The service that serves C{settings}, checked first (L{check_settings}): in this process
+    when C{server.workers} is 0 (L{RegistryService}), else by a pool of worker processes
+    (L{PreforkRegistryService}) that read the same configuration. What C{twist twistreg}
+    and embedding applications start.
+
+    @param overrides: the command line's values, as given to L{load_settings}; the workers
+        and a reload read the configuration again with them.
+    @param on_fatal: called with the error when the registry cannot run after all (workers
+        that cannot load it, a search database of an unknown version).
+    @param on_ready: called with a status (for systemd's C{STATUS=}) when serving begins and,
+        with a pool, after every reload, whether it succeeded or was abandoned.
+    @param on_reloading: called when a reload (HUP) begins (a pool only).
+    @param worker_logs: see L{PreforkRegistryService}.
+    @param argv: the command line the workers present as theirs.
+    @raise ConfigError: the settings cannot be served (one line).
+    """
+    check_settings(settings)
+    if worker_count(settings) == 0:
+        return RegistryService(settings, reactor, on_fatal=on_fatal, on_ready=on_ready)
+    return PreforkRegistryService(
+        settings,
+        reactor,
+        sources={"config": settings.config_path, "flavor": settings.flavor,
+                 "overrides": dict(overrides or {})},
+        worker_logs=worker_logs,
+        argv=argv,
+        on_fatal=on_fatal,
+        on_ready=lambda generation: on_ready(f"serving (worker generation {generation})"),
+        on_reloading=on_reloading,
+    )

@@ -425,7 +425,12 @@ class Arbiter:
         the caller stops the process.
     @param on_ready: called with a generation's number once all its workers are ready: at
         start (0) and after each reload (readiness notification).
+    @param on_serving: called once, when the first worker is ready.
+    @param on_reload_failed: called with the reason when a reload is abandoned because its
+        workers cannot boot; the previous generation serves on.
     @param rng: chooses each worker's max-requests jitter.
+    @ivar generation: the generation the pool is made of (or being rolled to, during a
+        reload); every reload gets a new number, even after one was abandoned.
     """
 
     def __init__(
@@ -436,6 +441,8 @@ class Arbiter:
         *,
         on_fatal: Callable[[FatalError], object],
         on_ready: Callable[[int], object] = lambda generation: None,
+        on_serving: Callable[[], object] = lambda: None,
+        on_reload_failed: Callable[[str], object] = lambda reason: None,
         rng: random.Random | None = None,
     ) -> None:
         self.clock = reactor
@@ -443,11 +450,16 @@ class Arbiter:
         self.config = config
         self._on_fatal = on_fatal
         self._on_ready = on_ready
+        self._on_serving = on_serving
+        self._on_reload_failed = on_reload_failed
         self._announced = -1
         self._rng = rng or random.Random()
         self.workers: list[WorkerProcess] = []
         self.running = False
         self.generation = 0
+        self._newest = 0
+        # The generation and configuration a reload in progress falls back to.
+        self._rollback: tuple[int, PoolConfig] | None = None
         self._ages = 0
         self._boot_failures = 0
         self._ever_ready = False
@@ -506,9 +518,12 @@ class Arbiter:
         """HUP: a new generation of workers; the old ones retire as the new ones are ready."""
         if not self.running:
             return
+        if self._rollback is None:
+            self._rollback = (self.generation, self.config)
         if config is not None:
             self.config = config
-        self.generation += 1
+        self._newest += 1
+        self.generation = self._newest
         self._boot_failures = 0
         self._not_before = 0.0
         self._cancel_respawn()
@@ -607,7 +622,13 @@ class Arbiter:
     def _changed(self, worker: WorkerProcess) -> None:
         """A worker changed state (or asked to be recycled): the pool adjusts."""
         if worker.state == "ready":
-            self._ever_ready = True
+            if not self._ever_ready:
+                self._ever_ready = True
+                self._on_serving()
+            if worker.generation == self.generation:
+                # The new generation can boot: a reload in progress has nothing to fall
+                # back to any more (old workers retire as new ones are ready).
+                self._rollback = None
             self._boot_failures = 0
             self._not_before = 0.0
         self._reconcile()
@@ -640,21 +661,41 @@ class Arbiter:
 
     def _boot_failed(self, worker: WorkerProcess, code: int | None) -> None:
         self._boot_failures += 1
-        serving = any(w.state == "ready" for w in self.workers)
-        if code in (EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED) and not serving:
+        cannot_load = code in (EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED)
+        if cannot_load:
             what = "load the application" if code == EXIT_APP_LOAD_FAILED else "boot"
-            why = worker.failure or f"exit code {code}; see the errors above"
-            self._fatal(f"worker failed to {what}: {why}")
+            why = f"worker failed to {what}: {worker.failure or f'exit code {code}'}"
+        else:
+            why = f"{self._boot_failures} workers in a row died while booting"
+        if self._rollback is not None and worker.generation == self.generation:
+            # A reload whose workers cannot boot: the previous generation serves on.
+            if cannot_load or self._boot_failures >= GIVE_UP_AFTER:
+                self._abandon_reload(why)
+                return
+        elif cannot_load and not any(w.state == "ready" for w in self.workers):
+            self._fatal(why if worker.failure else f"{why}; see the errors above")
             return
-        if not self._ever_ready and self._boot_failures >= GIVE_UP_AFTER:
-            self._fatal(f"{self._boot_failures} workers in a row died while booting;"
-                        " see the errors above")
+        elif not self._ever_ready and self._boot_failures >= GIVE_UP_AFTER:
+            self._fatal(f"{why}; see the errors above")
             return
         delay = backoff(self._boot_failures)
         self._not_before = self.clock.seconds() + delay
         if delay:
             log.warn("workers die while booting ({count} in a row): next one in {delay:.1f}s",
                      count=self._boot_failures, delay=delay, pool_event="backoff")
+
+    def _abandon_reload(self, why: str) -> None:
+        """Stop the new generation's workers and go back to the one the reload began from."""
+        assert self._rollback is not None
+        failed = self.generation
+        self.generation, self.config = self._rollback
+        self._rollback = None
+        self._boot_failures = 0
+        self._not_before = 0.0
+        self._cancel_respawn()
+        for worker in [w for w in self.workers if w.generation == failed]:
+            self._retire(worker, "its reload was abandoned")
+        self._on_reload_failed(f"{why}; generation {self.generation} serves on")
 
     def _fatal(self, message: str) -> None:
         log.critical("{message}", message=message, pool_event="fatal")
@@ -728,12 +769,13 @@ class PreforkService(service.Service):
 
     @param listen: endpoint strings (C{tcp:}, C{tcp6:}, C{ssl:}, C{unix:}); parsed at once,
         so that a bad one is a configuration error, not a start-up failure.
-    @param reload_config: called on HUP for the new L{PoolConfig} (re-reading the
-        configuration); raising keeps the running pool as it is.
-    @param on_listening: called with each bound address (the serving log line).
+    @param reload_config: called on HUP for the new L{PoolConfig} (re-reading and checking
+        the configuration); raising keeps the running pool as it is.
+    @param on_serving: called with each bound address once the first worker is ready (the
+        serving log line: nothing is served before).
     @param on_fatal: see L{Arbiter}; by default the error is logged and the reactor stopped.
     @param on_ready: see L{Arbiter}; also called with the running generation when a reload
-        is refused (the pool serves on as it was).
+        fails (refused, or abandoned because its workers cannot boot): the pool serves on.
     @param on_reloading: called when a reload (HUP) begins; C{on_ready} tells its end.
     @param launcher_factory: makes the L{IWorkerLauncher} from the reactor and the sockets.
     """
@@ -745,7 +787,7 @@ class PreforkService(service.Service):
         config: PoolConfig,
         *,
         reload_config: Callable[[], PoolConfig] | None = None,
-        on_listening: Callable[[str], object] = lambda address: None,
+        on_serving: Callable[[str], object] = lambda address: None,
         on_fatal: Callable[[FatalError], object] | None = None,
         on_ready: Callable[[int], object] = lambda generation: None,
         on_reloading: Callable[[], object] = lambda: None,
@@ -756,7 +798,7 @@ class PreforkService(service.Service):
         self.specs: list[ListenSpec] = [parse_listen(reactor, d) for d in listen]
         self.config = config
         self._reload_config = reload_config
-        self._on_listening = on_listening
+        self._on_serving = on_serving
         self._on_fatal = on_fatal or self._stop_reactor
         self._on_ready = on_ready
         self._on_reloading = on_reloading
@@ -779,12 +821,15 @@ class PreforkService(service.Service):
             raise
         super().startService()
         self.sockets = sockets
-        for sock in sockets:
-            self._on_listening(sock.address())
         self.launcher = launcher = self._launcher_factory(self._reactor, sockets)
         self.arbiter = Arbiter(self._reactor, launcher, self.config, on_fatal=self._fatal,
-                               on_ready=self._on_ready, rng=self._rng)
+                               on_ready=self._on_ready, on_serving=self._serving,
+                               on_reload_failed=self._reload_failed, rng=self._rng)
         self.arbiter.start()
+
+    def _serving(self) -> None:
+        for sock in self.sockets:
+            self._on_serving(sock.address())
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop the workers (gracefully unless L{quick} was called), then close the sockets."""
@@ -816,11 +861,16 @@ class PreforkService(service.Service):
             try:
                 config = self._reload_config()
             except Exception as error:
-                log.error("reload: the configuration cannot be used, keeping the workers: "
-                          "{error}", error=error)
-                self._on_ready(self.arbiter.generation)
+                self._reload_failed(f"{error}; generation {self.arbiter.generation} serves on")
                 return
         self.arbiter.reload(config)
+
+    def _reload_failed(self, reason: str) -> None:
+        """The one line an operator reads, and the end of the reload for systemd."""
+        log.error("reload failed: {reason}", reason=" ".join(str(reason).split()),
+                  pool_event="reload_failed")
+        assert self.arbiter is not None
+        self._on_ready(self.arbiter.generation)
 
     def resize(self, change: int) -> None:
         if self.arbiter is not None and self.running:

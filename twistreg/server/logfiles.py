@@ -22,3 +22,6 @@ class ReopenableStream:
     def reopen(self) -> None:
         old, self._file = self._file, open(self._path, "a", encoding="utf-8")
         old.close()
+
+    def close(self) -> None:
+        self._file.close()

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from twisted.application import service
+
+from twistreg.config import ConfigError
 
 
 class PidFile(service.Service):
@@ -21,13 +24,22 @@ class PidFile(service.Service):
         self._pid = pid
 
     def startService(self) -> None:
+        """
+        @raise ConfigError: the file cannot be written (one line naming it, not the
+            temporary file beside it).
+        """
         super().startService()
         pid = self._pid or os.getpid()
         temporary = f"{self.path}.{pid}.tmp"
-        with open(temporary, "w", encoding="ascii") as f:
-            f.write(f"{pid}\n")
-        # Atomic: a reader never sees an empty or half-written file.
-        os.replace(temporary, self.path)
+        try:
+            with open(temporary, "w", encoding="ascii") as f:
+                f.write(f"{pid}\n")
+            # Atomic: a reader never sees an empty or half-written file.
+            os.replace(temporary, self.path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise ConfigError(f"cannot write the pidfile {self.path}: {error.strerror}") from None
 
     def stopService(self) -> None:
         super().stopService()

@@ -36,7 +36,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from twistreg.config import ConfigError, load_application
-from twistreg.logs import line_log_observer
+from twistreg.logs import line_log_observer, naming_process
 from twistreg.server.drain import ConnectionTracker
 from twistreg.server.interfaces import IWorkerApplication
 from twistreg.server.listeners import adopt
@@ -213,7 +213,7 @@ class Worker:
         if self._recycle_asked or self._stopping:
             return
         self._recycle_asked = True
-        log.info("worker {pid} asks to be recycled: {reason}", pid=self.pid, reason=reason)
+        # The master logs it, with the worker's pid and age: one line per recycle.
         self.control.send("recycle", reason)
 
     def _master_gone(self) -> None:
@@ -282,15 +282,9 @@ class Worker:
         observer = (jsonFileLogObserver(stream) if spec.log_format == "json"
                     else line_log_observer(stream))
         level = LogLevel.levelWithName({"warning": "warn"}.get(spec.log_level, spec.log_level))
-        pid = self.pid
-
-        def tagged(event: dict) -> None:
-            if "log_system" not in event:
-                event["log_system"] = f"{event.get('log_namespace', '-')} worker={pid}"
-            observer(event)
-
+        named = naming_process(observer, f"worker={self.pid}")
         globalLogBeginner.beginLoggingTo(
-            [FilteringLogObserver(tagged, [LogLevelFilterPredicate(defaultLogLevel=level)])],
+            [FilteringLogObserver(named, [LogLevelFilterPredicate(defaultLogLevel=level)])],
             redirectStandardIO=False,
         )
 

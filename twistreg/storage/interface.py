@@ -71,3 +71,30 @@ class IStorage(Interface):
 
     def open_file(key: str):
         """A blocking, readable binary file object for C{key}, to parse in a thread."""
+
+
+class IMaintainable(Interface):
+    """
+    Optional, beside L{IStorage}: a driver with upkeep that the server's master process does
+    once at start (and a reload checks again), for every worker. Both methods block.
+    """
+
+    def check_present():
+        """
+        @raise twistreg.config.ConfigError: the storage does not exist (one line naming it).
+        """
+
+    def check_writable():
+        """
+        Create the storage if it is missing, then prove a file can be created and removed in
+        it: a read-only storage would otherwise answer 500 to every push.
+
+        @raise twistreg.config.ConfigError: one line naming the storage and the problem.
+        """
+
+    def sweep_temporary():
+        """
+        Delete what writes of dead processes left behind.
+
+        @return: how many files were removed.
+        """

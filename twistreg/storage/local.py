@@ -20,8 +20,9 @@ from twisted.internet.interfaces import IConsumer, IPullProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twistreg.config import ConfigError
 from twistreg.layout import IMAGES, REPOSITORIES
-from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
+from twistreg.storage.interface import IMaintainable, IStorage, IWriter, KeyNotFound
 
 log = Logger()
 
@@ -131,12 +132,12 @@ class _RangeProducer:
         self._consumer.unregisterProducer()
 
 
-@implementer(IStorage)
+@implementer(IStorage, IMaintainable)
 class LocalStorage:
     """
     IStorage over a directory.
 
-    @param root: the C{storage_path}; created when missing.
+    @param root: the C{storage_path}; created when missing (see L{check_writable}).
     """
 
     name = "local"
@@ -226,6 +227,29 @@ class LocalStorage:
             if _missing(e):
                 return defer.fail(KeyNotFound(key))
             raise
+
+    def check_present(self) -> None:
+        if not os.path.isdir(self.root):
+            what = "is not a directory" if os.path.exists(self.root) else "does not exist"
+            raise ConfigError(f"storage path {self.root} {what}")
+
+    def check_writable(self) -> None:
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise ConfigError(f"storage path {self.root} is not a directory")
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot create storage path {self.root}: {error.strerror}") from None
+        # Created and removed as uploads do theirs: what a push needs, whatever the reason
+        # it is refused (mode, read-only mount, immutable directory, full disk quota).
+        probe = _temp_name(os.path.join(self.root, "write-check"))
+        try:
+            os.close(_open_new(probe))
+            os.unlink(probe)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write to storage path {self.root}: {error.strerror}") from None
 
     def sweep_temporary(self) -> int:
         """

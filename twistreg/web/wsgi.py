@@ -43,13 +43,17 @@ WINDOW = 1 << 20
 _ERROR_BODY = b"Internal Server Error\n"
 
 
+WSGI_APPLICATION = "WSGI application"
+"""What L{twistreg.config.load_application} and C{find_application} call it in their messages."""
+
+
 def load_wsgi_application(name: str) -> WSGIApplication:
     """
     The WSGI callable C{module:attribute} names (C{module} alone: its C{application}).
 
     @raise twistreg.config.ConfigError: one line saying why it cannot be loaded.
     """
-    return load_application(name, "WSGI application", default="application")
+    return load_application(name, WSGI_APPLICATION, default="application")
 
 
 def mount_prefix(path: str) -> tuple[bytes, ...]:
