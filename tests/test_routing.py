@@ -398,17 +398,27 @@ def test_body_too_large(registry):
     assert not (registry.storage / "repositories" / "foo" / name).exists()
 
 
-def test_internal_error(registry):
+def test_internal_error(registry, monkeypatch):
     """An unexpected exception: 500 JSON, and the traceback in the log."""
     image_id = new_id()
     write_files(registry.storage, {f"images/{image_id}/json": "{}",
-                                   f"images/{image_id}/ancestry": "not json"})
+                                   f"images/{image_id}/ancestry": f'["{image_id}"]'})
+    storage = registry.registry.storage
+    get_content = storage.get_content
+
+    def failing(key: str):
+        if image_id in key:
+            raise RuntimeError("storage broke")
+        return get_content(key)
+
+    monkeypatch.setattr(storage, "get_content", failing)
     assert_error(registry.request("GET", f"/v1/images/{image_id}/ancestry"), 500,
                  "Internal server error")
     logged = [event for event in registry.log_events
               if "log_failure" in event and image_id in formatEvent(event)]
     assert logged, registry.log_events
-    assert "Traceback" in logged[0]["log_failure"].getTraceback()
+    traceback = logged[0]["log_failure"].getTraceback()
+    assert "Traceback" in traceback and "RuntimeError: storage broke" in traceback
     r = registry.request("GET", "/v1/_ping")
     assert r.status == 200
 
