@@ -6,6 +6,7 @@ that cannot be read, and the markers a token's repository key names.
 from __future__ import annotations
 
 import json
+import os
 
 import attrs
 from twisted.internet import defer
@@ -33,9 +34,11 @@ class FakeIndex:
     def __init__(self, code: int = 200, body: bytes = b"[]") -> None:
         self.code, self.body = code, body
         self.asked: list[str] = []
+        self.headers: list[dict] = []
 
     def get(self, url: str, headers: dict) -> defer.Deferred[_Answer]:
         self.asked.append(url)
+        self.headers.append(headers)
         return defer.succeed(_Answer(self.code, self.body))
 
 
@@ -104,3 +107,26 @@ class TokenModeTests(ImagesTestCase):
             self.http.body = body
             self.assertEqual(self.refused(self.auth.check_parent(TOKEN, BASE)),
                              (400, "Image depends on an unauthorized parent"))
+
+    def test_token_repository_stays_in_the_path(self) -> None:
+        """A key with characters a URL path does not take is escaped, not cut at C{?}."""
+        self.http.body = b'[{"id": "a"}]'
+        self.done(self.authorize('Token signature=s,repository="f o/b?r#x",access=write'))
+        self.assertEqual(self.http.asked, ["https://index/v1/repositories/f%20o/b%3Fr%23x/images"])
+        self.assertEqual(json.loads(self.stored("repositories/f+o/b%3Fr%23x/_images_list")),
+                         ["a"])
+
+    def test_authorization_forwarded_as_sent(self) -> None:
+        """The header the web layer decoded as latin-1 goes out as the client's bytes."""
+        self.http.body = b'[{"id": "a"}]'
+        sent = b'Token signature=\xe9\xff,repository="foo/bar",access=write'
+        self.done(self.authorize(sent.decode("latin-1")))
+        self.assertEqual(self.http.headers, [{b"Authorization": [sent]}])
+
+    def test_token_repository_with_an_empty_part(self) -> None:
+        """Such a token names no repository: 401, and nothing is asked or stored."""
+        for repository in ("/", "foo/", "/bar"):
+            token = f'Token signature=s,repository="{repository}",access=write'
+            self.assertEqual(self.refused(self.authorize(token)), (401, "Requires authorization"))
+            self.done(self.auth.check_private(token, BASE))
+        self.assertEqual((self.http.asked, os.listdir(self.root)), ([], []))

@@ -197,3 +197,43 @@ class HostileJsonTests(ImagesTestCase):
         self.put(f"images/{BASE}/_checksum", b"sha256:abc")
         self.assertEqual(self.done(self.images.get_json(BASE))[2], ["sha256:abc"])
         self.done(self.images.put_checksum(BASE, "sha256:abc"))
+
+
+class OddBodiesTests(ImagesTestCase):
+    """Whatever shape a client's JSON has, R8 answers with the contract's message."""
+
+    def put_json(self, data) -> tuple[int, str]:
+        body = data if isinstance(data, bytes) else json.dumps(data).encode()
+        return self.refused(self.images.put_json(BASE, body, None, None))
+
+    def test_not_an_object(self) -> None:
+        for data in ([BASE], BASE, 5, None, True, {}, b'{"id": "' + BASE.encode() + b'"'):
+            self.assertEqual(self.put_json(data), (400, "Invalid JSON"))
+
+    def test_ids_of_other_types(self) -> None:
+        self.assertEqual(self.put_json({"parent": BASE}), (400, "Missing key `id' in JSON"))
+        for image_id in ([BASE], {"id": BASE}, 5, None, BASE.upper(), BASE + " "):
+            self.assertEqual(self.put_json({"id": image_id}),
+                             (400, "JSON data contains invalid id"))
+
+    def test_parents_of_other_types(self) -> None:
+        """R8 step 7: a truthy parent that is not an existing image's id is refused."""
+        self.push(CHILD, make_layer({"a": b"1"}))
+        for parent in ([CHILD], {"id": CHILD}, 5, True, "../" + CHILD, CHILD.upper(), "c" * 64):
+            self.assertEqual(self.put_json({"id": BASE, "parent": parent}),
+                             (400, "Image depends on a non existing parent"))
+        for parent in ("", 0, None, [], {}, False):
+            self.done(self.images.put_json(
+                BASE, json.dumps({"id": BASE, "parent": parent}).encode(), None, None))
+            self.assertEqual(self.done(self.images.get_ancestry(BASE)), [BASE])
+
+    def test_odd_checksum_headers(self) -> None:
+        """R5 compares whatever the header holds, odd bytes included, as a string."""
+        body = json.dumps({"id": BASE}).encode()
+        self.done(self.images.put_json(BASE, body, None, None))
+        upload = self.done(self.images.begin_layer_upload(BASE))
+        self.done(upload.commit())
+        for header in ("\xe9\xff", "sha256:\x00", " " * 1000, "\ud800"):
+            self.assertEqual(self.refused(self.images.put_checksum(BASE, header)),
+                             (400, "Checksum mismatch"))
+        self.done(self.images.put_checksum(BASE, payload_checksum(body, b"")))

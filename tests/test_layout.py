@@ -126,6 +126,7 @@ def test_quote_dots_never_form_path_steps():
 @pytest.mark.parametrize(
     "name",
     ["foo//bar", "/foo", "./bar", "foo/..", "foo/../bar", "..", "foo/b\x00r", "foo/b\x7fr",
+     "foo/b\ud800r", "\udfff/bar",
      "foo/" + "x" * 256, "x" * 256, "foo/" + "%" * 90],
 )
 def test_invalid_repository_names(name):
@@ -147,3 +148,15 @@ def test_accepted_names_0_9_1_accepted():
 )
 def test_image_ids(image_id, valid):
     assert is_image_id(image_id) is valid
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [("foo/bar", True), ("busybox", True), ("a/b%2Fc", True), ("a//b", True), ("/", False),
+     ("foo/", False), ("/bar", False), ("", False)],
+)
+def test_repository_keys_from_clients(key, valid):
+    """A key with an empty part names no directory: its builders would make an empty step."""
+    assert layout.is_repository_key(key) is valid
+    if valid:
+        assert "//" not in layout.private_flag_key_from_key(key)

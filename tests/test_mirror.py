@@ -13,6 +13,7 @@ import pytest
 from tests.server import Server, wait_until
 from tests.test_push_pull import BASE, CHILD, make_layer, push_image
 from tests.test_uploads import pattern
+from twistreg.registry.mirror import forwarded_headers
 
 MiB = 1024 * 1024
 
@@ -144,3 +145,17 @@ def test_search_merges_upstream(tmp_path, upstream):
         ]}
     finally:
         mirror.stop()
+
+
+def test_forwarded_headers():
+    """§6: hop-by-hop, Range and If-* stay here; the rest goes as the bytes the client sent."""
+    sent = {"Host": "mirror", "Connection": "keep-alive", "Range": "bytes=0-1",
+            "If-Modified-Since": "x", "if-none-match": "y", "Content-Length": "0",
+            "Authorization": b"Token signature=\xe9".decode("latin-1"),
+            "Cookie": "a=b", "User-Agent": "docker/1.3.2"}
+    forwarded = forwarded_headers(sent)
+    assert sorted(forwarded.getAllRawHeaders()) == [
+        (b"Authorization", [b"Token signature=\xe9"]),
+        (b"Cookie", [b"a=b"]),
+        (b"User-Agent", [b"docker/1.3.2"]),
+    ]

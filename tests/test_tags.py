@@ -93,3 +93,14 @@ class AccessTests(TagsTestCase):
             self.assertEqual(self.refused(self.tags.set_access(REPOSITORY, body)),
                              (400, "Invalid data"))
         self.assertEqual(self.done(self.tags.get_access(REPOSITORY)), "public")
+
+
+class UserAgentTests(TagsTestCase):
+    def test_odd_user_agents(self) -> None:
+        """Any header text gives metadata that stores and reads back (R13, R17)."""
+        for user_agent in ("docker/\xe9\xff os/\x00\x7f", "docker/\ud800", "a/b " * 5000, ""):
+            self.done(self.tags.put_tag(REPOSITORY, "v1", json.dumps(BASE).encode(),
+                                        user_agent))
+            metadata = self.done(self.tags.tag_json(REPOSITORY, "v1"))
+            self.assertEqual(metadata["last_update"], 1416566400)
+        self.assertEqual(self.done(self.tags.list_tags(REPOSITORY)), {"v1": BASE})

@@ -18,7 +18,8 @@ from twistreg.errors import RegistryError
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _IMAGE_ID = re.compile(r"[a-f0-9]{16}|[a-f0-9]{64}")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# Control characters, and lone surrogates, which have no UTF-8 and so no name on disk.
+_UNNAMEABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _MAX_NAME_BYTES = 255
 
 #: The directory holding one directory per image.
@@ -110,6 +111,15 @@ def image_key(image_id: str, name: str) -> str:
     builders above.
     """
     return _image_file(image_id, name)
+
+
+def is_repository_key(repository_key: str) -> bool:
+    """
+    Whether a repository key a client gives (a token's C{repository}) names a directory:
+    C{foo/}, C{/bar} or C{/} have an empty part, which no repository has (§3.2), and which
+    would make an empty step in a key.
+    """
+    return "" not in repository_key.split("/", 1)
 
 
 def _directory_of_key(repository_key: str) -> str:
@@ -218,7 +228,7 @@ def parse_repository(text: str) -> Repository:
     Split and validate a repository name from the URL.
 
     @raise RegistryError: 400 C{Invalid repository name} for an empty, C{.}, C{..} or
-        over-long component, or a control character anywhere.
+        over-long component, or a control character or lone surrogate anywhere.
     """
     text = text.rstrip("/")
     namespace, sep, name = text.partition("/")
@@ -226,7 +236,7 @@ def parse_repository(text: str) -> Repository:
         namespace, name = "library", namespace
     components = [namespace, *name.split("/")]
     invalid = (
-        _CONTROL.search(text) is not None
+        _UNNAMEABLE.search(text) is not None
         or any(c in ("", ".", "..") for c in components)
         or any(len(c.encode("utf-8")) > _MAX_NAME_BYTES for c in components)
     )

@@ -13,6 +13,7 @@ import enum
 import json
 import re
 from typing import Any
+from urllib.parse import quote as percent_encode
 
 import attrs
 from treq.client import HTTPClient
@@ -22,7 +23,12 @@ from twisted.logger import Logger
 
 from twistreg.config import Settings
 from twistreg.errors import RegistryError
-from twistreg.layout import Repository, images_list_key, private_flag_key_from_key
+from twistreg.layout import (
+    Repository,
+    images_list_key,
+    is_repository_key,
+    private_flag_key_from_key,
+)
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import IStorage, KeyNotFound
 
@@ -82,10 +88,17 @@ class IndexClient:
         self._timeout = timeout
 
     async def _get_json(self, path: str, authorization: str) -> tuple[int, Any]:
+        """
+        @param path: holds the repository key of the client's token: what a URL path does
+            not take (space, C{?}, C{#}...) is escaped so that it stays in the path.
+        @param authorization: the client's header as the web layer decoded it (latin-1),
+            sent back as the very bytes the client sent.
+        """
+        url = self._endpoint + percent_encode(path, safe="/%+")
+        headers = {b"Authorization": [authorization.encode("latin-1")]}
+
         async def call() -> tuple[int, Any]:
-            response = await self._http.get(
-                self._endpoint + path, headers={"Authorization": authorization}
-            )
+            response = await self._http.get(url, headers=headers)
             body = await response.content()
             try:
                 return response.code, parse_json(body)
@@ -189,7 +202,11 @@ class Authorizer:
         granted = pairs.get("access", "")
         if granted in {a.value for a in Access} and granted != access.value:
             raise _unauthorized()
-        if token_repository is None or token_repository.count("/") != 1:
+        if not (
+            token_repository is not None
+            and token_repository.count("/") == 1
+            and is_repository_key(token_repository)
+        ):
             raise _unauthorized()
         key = (authorization, token_repository)
         if key not in self._tokens:
@@ -224,7 +241,7 @@ class Authorizer:
         if self.standalone or not authorization:
             return
         key = token_pairs(authorization).get("repository")
-        if key is None:
+        if key is None or not is_repository_key(key):
             return
         if not await self._storage.exists(private_flag_key_from_key(key)):
             return

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from twistreg.layout import image_layer_key
@@ -29,12 +30,16 @@ _NOT_FORWARDED = frozenset({
 })
 
 
-def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers an upstream request carries: not hop-by-hop, Range or If-*."""
-    return {
-        name: value for name, value in headers.items()
-        if name.lower() not in _NOT_FORWARDED and not name.lower().startswith("if-")
-    }
+def forwarded_headers(headers: Mapping[str, str]) -> Headers:
+    """
+    The client's headers an upstream request carries: not hop-by-hop, Range or If-*, and
+    as the bytes the client sent (the web layer decodes them as latin-1).
+    """
+    forwarded = Headers()
+    for name, value in headers.items():
+        if name.lower() not in _NOT_FORWARDED and not name.lower().startswith("if-"):
+            forwarded.setRawHeaders(name.encode("latin-1"), [value.encode("latin-1")])
+    return forwarded
 
 
 @attrs.frozen
