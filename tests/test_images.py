@@ -105,7 +105,7 @@ class FileListTests(ImagesTestCase):
         """R9 reads the layer through the reactor's pool and caches the list as C{_files}."""
         self.push(BASE, make_layer({"etc/hello.txt": b"hello world!"}))
         jobs = self.reactor.pool.jobs
-        self.done(self.images.check_files(BASE, "_files", None))
+        self.done(self.images.check_file_list(BASE, None))
         body = self.done(self.images.get_files(BASE))
         self.assertEqual(json.loads(body),
                          [["etc/hello.txt", "f", False, 12, 1400000000, 420, 0, 0]])
@@ -119,6 +119,29 @@ class FileListTests(ImagesTestCase):
         self.assertEqual(sorted(diff["changed"]), ["a"])
         self.assertEqual(sorted(diff["created"]), ["c"])
         self.assertEqual(diff["deleted"], {})
+
+    def test_listing_checks(self) -> None:
+        """R9/R10 step 5: the cached answer or the layer must exist, each route its own."""
+        self.done(self.images.put_json(BASE, json.dumps({"id": BASE}).encode(), None, None))
+        self.successResultOf(self.storage.remove(f"images/{BASE}/_inprogress"))
+        for check in (self.images.check_file_list, self.images.check_diff):
+            self.assertEqual(self.refused(check(BASE, None)), (404, "Image not found"))
+        self.put(f"images/{BASE}/_diff", b"{}")
+        self.done(self.images.check_diff(BASE, None))
+        self.done(self.images.check_files(BASE, "_diff", None))
+        self.assertEqual(self.refused(self.images.check_file_list(BASE, None)),
+                         (404, "Image not found"))
+        self.assertEqual(self.refused(self.images.check_files(BASE, "_files", None)),
+                         (404, "Image not found"))
+        self.put(f"images/{BASE}/layer", b"")
+        self.done(self.images.check_file_list(BASE, None))
+
+    def test_listing_checks_in_progress(self) -> None:
+        self.done(self.images.put_json(BASE, json.dumps({"id": BASE}).encode(), None, None))
+        for check in (self.images.check_file_list, self.images.check_diff):
+            self.assertEqual(self.refused(check(BASE, None)),
+                             (400, "Image is being uploaded, retry later"))
+            self.assertEqual(self.refused(check("A" * 64, None)), (404, "Invalid image ID"))
 
     def test_not_a_tar(self) -> None:
         self.push(BASE, b"not a tar at all" * 100)
