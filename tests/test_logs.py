@@ -39,3 +39,14 @@ def test_a_system_given_by_the_event_is_kept():
     events: list[dict] = []
     logged(naming_process(events.append, "worker=42"), LogLevel.info, "x", log_system="mine")
     assert events[0]["log_system"] == "mine"
+
+
+def test_legacy_events_are_named_too():
+    from twisted.python import log as legacy
+
+    output = io.StringIO()
+    observer = naming_process(line_log_observer(output), "worker=42")
+    publisher = LogPublisher(observer)
+    legacy_publisher = legacy.LogPublisher(publisher, publisher)
+    legacy_publisher.msg("Site starting on 5000")
+    assert output.getvalue().rstrip().endswith("#info worker=42] Site starting on 5000")

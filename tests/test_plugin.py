@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -11,12 +12,21 @@ import sys
 import pytest
 
 from tests.server import Server, plugin_path, unix_get
+from tests.test_pool import alive
+from tests.test_storage_local import read_only
+
+pytestmark = pytest.mark.integration
+
+
+def twist(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """C{twist twistreg ARGS} run to its end."""
+    env = {"PYTHONPATH": plugin_path(tmp_path)}
+    return subprocess.run([sys.executable, "-m", "twisted", "twistreg", *args], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
 
 
 def test_help_lists_the_options(tmp_path):
-    env = {"PYTHONPATH": plugin_path(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "twisted", "twistreg", "--help"], env=env,
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    out = twist(tmp_path, "--help")
     assert out.returncode == 0
     for option in ("--port", "--listen", "--config", "--flavor", "--storage-path",
                    "--workers", "--access-log", "--max-requests", "--max-requests-jitter",
@@ -143,4 +153,48 @@ def test_unknown_search_index_version_stops_the_server(tmp_path, storage, worker
     database.close()
     running = Server(tmp_path, storage, "--workers", workers).start(wait=False)
     assert running.wait() == 1
-    assert "twistreg: unrecognized search index version 2" in "".join(running.output)
+    running.wait_for(lambda: "twistreg: unrecognized search index version 2" in running.text())
+    # Workers the pool started before the master found out stop with it.
+    spawned = running.worker_pids("spawned")
+    assert len(spawned) == int(workers)
+    assert not any(alive(pid) for pid in spawned)
+
+
+def test_version_is_twistregs(tmp_path):
+    from importlib.metadata import version
+
+    out = twist(tmp_path, "--version")
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"twistreg {version('twistreg')}\n",
+                                                        "")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--port", "abc"), "twistreg: option --port must be a whole number from 0 to 65535,"
+     " not 'abc'"),
+    (("--workers", "abc"), "twistreg: option --workers must be a whole number >= 0, not 'abc'"),
+    (("--access-log", "/nonexistent/directory/access.log"),
+     "twistreg: cannot open the access log /nonexistent/directory/access.log:"
+     " No such file or directory"),
+    (("--pidfile", "/nonexistent/directory/twistreg.pid"),
+     "twistreg: cannot write the pidfile /nonexistent/directory/twistreg.pid:"
+     " No such file or directory"),
+])
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_start_errors_are_one_line(tmp_path, storage, args, message, workers):
+    out = twist(tmp_path, "--listen", "tcp:0:interface=127.0.0.1", "--storage-path",
+                str(storage), "--workers", workers, *args)
+    assert (out.returncode, out.stdout + out.stderr) == (1, message + "\n")
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_storage_path_that_cannot_be_written_is_one_line(tmp_path, workers):
+    unwritable = tmp_path / "read-only"
+    unwritable.mkdir()
+    with read_only(unwritable):
+        for path, problem in ((unwritable, "cannot write to"),
+                              (unwritable / "storage", "cannot create")):
+            out = twist(tmp_path, "--listen", "tcp:0:interface=127.0.0.1", "--storage-path",
+                        str(path), "--workers", workers)
+            assert out.returncode == 1 and out.stdout == ""
+            assert re.fullmatch(rf"twistreg: {problem} storage path {path}: "
+                                r"(Operation not permitted|Permission denied)\n", out.stderr)

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_reindex -*-
 """C{python -m twistreg <command>}: administration commands beside C{twist twistreg}."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.test_config,tests.test_service -*-
 """
 Load the configuration (V1-API.md §10): the 0.9.1 flavored YAML file, C{_env:} values and the
 command line's overrides, validated into one frozen L{Settings}.

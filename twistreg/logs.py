@@ -29,7 +29,8 @@ def naming_process(observer: ILogObserver, process: str) -> ILogObserver:
     """
 
     def named(event: dict) -> None:
-        if "log_system" not in event:
+        # "-" is what Twisted's legacy log.msg gives events that name no system.
+        if event.get("log_system", "-") == "-":
             level = event.get("log_level")
             system = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
             event = dict(event, log_system=f"{system} {process}")

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.test_service,tests.test_plugin,tests.test_pool -*-
 """
 The services that serve a registry: what the plugin, the system service and embedding
 applications start.

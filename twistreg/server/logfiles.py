@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_arbiter -*-
+# -*- test-case-name: tests.test_arbiter,tests.test_service -*-
 """Log files that several processes append to, and that SIGUSR1 reopens after rotation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_arbiter -*-
+# -*- test-case-name: tests.test_arbiter,tests.test_service -*-
 """C{--pidfile}: C{twist} has none, and init scripts want the master's PID."""
 
 from __future__ import annotations

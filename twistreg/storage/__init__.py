@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_storage_local,tests.test_service -*-
 """Storage drivers behind L{IStorage}."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_storage_local,tests.test_service -*-
 """The storage seam: what the registry's rules need from a place that keeps bytes."""
 
 from __future__ import annotations

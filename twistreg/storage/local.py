@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_storage_local -*-
+# -*- test-case-name: tests.test_storage_local,tests.test_service,tests.test_plugin -*-
 """
 Local filesystem storage: the 0.9.1 tree under C{storage_path}.
 

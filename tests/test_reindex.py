@@ -1,0 +1,29 @@
+"""C{python -m twistreg reindex} refuses a storage path that is not there (it would create it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.server import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_missing_storage_path_is_one_line_and_not_created(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("dev:\n  standalone: true\n  search_backend: sqlite\n")
+    missing = tmp_path / "typo" / "storage"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+    env.pop("SETTINGS_FLAVOR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "twistreg", "reindex", "--config", str(config),
+         "--storage-path", str(missing)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", f"twistreg reindex: storage path {missing} does not exist\n")
+    assert not (tmp_path / "typo").exists()
