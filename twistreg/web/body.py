@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_body -*-
+# -*- test-case-name: tests.test_body,tests.test_uploads,tests.test_policies -*-
 """
 Request bodies: layers stream into storage as they arrive, everything else is capped, and a
 body that will be refused is answered before it is read.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_uploads -*-
+# -*- test-case-name: tests.test_uploads,tests.test_routes_images -*-
 """
 Sending layers: from storage with the contract's Range rules (R3), or relayed from a
 mirror's upstream while it is stored.
@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from twistreg.config import Settings
+from twistreg.layout import image_layer_key
 from twistreg.registry.images import Images
 from twistreg.registry.mirror import UpstreamLayer
 from twistreg.web import responses
@@ -49,7 +50,7 @@ async def send_layer(
     """R3 from step 7 on: X-Accel-Redirect, then the ranged or whole layer."""
     if settings.nginx_x_accel_redirect and settings.storage == "local":
         _layer_headers(request, now, 0)
-        target = f"{settings.nginx_x_accel_redirect}/images/{image_id}/layer"
+        target = f"{settings.nginx_x_accel_redirect}/{image_layer_key(image_id)}"
         request.setHeader(b"X-Accel-Redirect", target.encode())
         return b""
     span = parse_range(range_header, size)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_responses -*-
+# -*- test-case-name: tests.test_routing,tests.test_body -*-
 """
 How answers look on the wire: JSON rendering and the header sets of the contract (§2).
 """

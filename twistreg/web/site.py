@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_site -*-
+# -*- test-case-name: tests.test_body,tests.test_routing -*-
 """
 The twisted.web Site around the Klein app: streaming bodies, the access log, the JSON
 answers for what happens before routing (over-size bodies, undecodable paths), and a hosted

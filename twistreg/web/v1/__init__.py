@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_policies -*-
 """
 The V1 API, one module per route family: images, repositories (tags), the emulated index,
 search, and ping; each route declares its policy (L{twistreg.web.v1.routes.Policy}).

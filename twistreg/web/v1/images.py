@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from twistreg.layout import image_key
+from collections.abc import Callable
+
+from twistreg.layout import image_ancestry_key, image_json_key
 from twistreg.registry.auth import Access
 from twistreg.registry.images import LayerUpload
 from twistreg.registry.mirror import Mirror
@@ -31,12 +33,12 @@ async def _relay_upstream_layer(call: RouteCall, mirror: Mirror, image_id: str) 
     return await relay_layer(call.request, layer, image_id, call.now())
 
 
-def _stored_upstream(name: str, copied: tuple[str, ...] = ()) -> MirrorFallback:
-    """R6/R7 in mirror mode: upstream's document, kept as the image's C{name}."""
+def _stored_upstream(key: Callable[[str], str], copied: tuple[str, ...] = ()) -> MirrorFallback:
+    """R6/R7 in mirror mode: upstream's document, kept under the image's C{key}."""
 
     async def fallback(call: RouteCall, mirror: Mirror, image_id: str) -> bytes | None:
         path, headers = upstream_request(call.request)
-        answer = await mirror.fetch_and_store(path, headers, image_key(image_id, name))
+        answer = await mirror.fetch_and_store(path, headers, key(image_id))
         if answer is None:
             return None
         for header in copied:
@@ -86,7 +88,7 @@ def add_image_routes(v1: RouteTable) -> None:
 
     @v1.route("/v1/images/<image_id>/json", "GET", Policy(
         Access.READ, conditional=True,
-        mirror=_stored_upstream("json", ("X-Docker-Size", "X-Docker-Checksum-Payload"))))
+        mirror=_stored_upstream(image_json_key, ("X-Docker-Size", "X-Docker-Checksum-Payload"))))
     async def get_image_json(call: RouteCall, image_id: str) -> bytes:
         if not await images.check_json(image_id, call.authorization):
             raise Missing(_IMAGE_NOT_FOUND)
@@ -105,7 +107,7 @@ def add_image_routes(v1: RouteTable) -> None:
         return responses.json_body(call.request, True)
 
     @v1.route("/v1/images/<image_id>/ancestry", "GET", Policy(
-        Access.READ, conditional=True, mirror=_stored_upstream("ancestry")))
+        Access.READ, conditional=True, mirror=_stored_upstream(image_ancestry_key)))
     async def get_ancestry(call: RouteCall, image_id: str) -> bytes:
         if not await images.check_ancestry(image_id):
             raise Missing(_IMAGE_NOT_FOUND)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_policies -*-
+# -*- test-case-name: tests.test_policies,tests.test_routing -*-
 """
 The V1 route table: every route declares its policy, and this module alone applies it.
 
