@@ -1,5 +1,6 @@
 """
-The docker 1.x push and pull sequences (docs/api.md, "A docker 1.x session"), against the real server.
+The docker 1.x push and pull sequences (docs/api.md, "A docker 1.x session"), against the
+real server.
 """
 
 from __future__ import annotations
