@@ -20,12 +20,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.server import ROOT, Client
+from tests.server import ROOT, Client, wait_until
 from tests.test_notify import ServiceManager
 from tests.test_pool import Load
 from tests.test_push_pull import BASE, CHILD, make_layer, push_image
@@ -120,6 +119,8 @@ def test_the_package_bundles_its_dependencies_and_nothing_of_the_build(deb):
     contents = _run("dpkg-deb", "-c", str(deb)).stdout
     assert "./usr/lib/twistreg/bin/twist\n" in contents
     assert "site-packages/twisted/plugins/twistreg_plugin.py" in contents
+    # What twistreg imports, and nothing it does not (txaio was once declared).
+    assert "site-packages/setproctitle/" in contents and "site-packages/txaio" not in contents
     assert "__pycache__" not in contents  # written at install time, by postinst
     # The bundle, not a build tree: a few tens of MB at most.
     assert deb.stat().st_size < 40 * 2**20
@@ -193,11 +194,12 @@ def test_the_service_serves_reloads_and_stops_as_systemd_would_run_it(installed,
 
         load = Load(registry, fresh=2, keep_alive=1).start()
         try:
-            time.sleep(0.3)
+            wait_until(lambda: load.ok > 0, timeout=60)
             process.send_signal(signal.SIGHUP)
             assert "MONOTONIC_USEC" in manager.wait_for("RELOADING")
             assert manager.wait_for("READY")["STATUS"] == "serving (worker generation 1)"
-            time.sleep(0.3)
+            served = load.ok
+            wait_until(lambda: load.ok > served, timeout=60)  # the new generation answers
         finally:
             load.stop()
         assert load.failures == [] and load.ok > 0

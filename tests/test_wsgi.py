@@ -250,15 +250,20 @@ def test_threads_run_up_to_their_number_at_once_and_drain_on_stop() -> None:
     threads = _Threads(2, "test")
     release = threading.Event()
     running: list[int] = []
+    two_running = threading.Semaphore(0)
 
     def call(number: int) -> None:
         running.append(number)
-        release.wait(5)
+        two_running.release()
+        release.wait(30)
 
     for number in range(3):
         threads.submit(call, number)
-    time.sleep(0.2)
-    assert sorted(running) == [0, 1]  # the third waits for a thread
+    for _ in range(2):
+        assert two_running.acquire(timeout=30)
+    # Both threads are held by the first two calls: the third waits in the queue.
+    assert sorted(running) == [0, 1] and threads._calls.qsize() == 1
+    assert len([t for t in threading.enumerate() if t.name.startswith("test-")]) == 2
     release.set()
     threads.stop()
     assert sorted(running) == [0, 1, 2]
