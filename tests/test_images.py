@@ -128,10 +128,10 @@ class FileListTests(ImagesTestCase):
             self.assertEqual(self.refused(check(BASE, None)), (404, "Image not found"))
         self.put(f"images/{BASE}/_diff", b"{}")
         self.done(self.images.check_diff(BASE, None))
-        self.done(self.images.check_files(BASE, "_diff", None))
+        self.done(self.images.check_diff(BASE, None))
         self.assertEqual(self.refused(self.images.check_file_list(BASE, None)),
                          (404, "Image not found"))
-        self.assertEqual(self.refused(self.images.check_files(BASE, "_files", None)),
+        self.assertEqual(self.refused(self.images.check_file_list(BASE, None)),
                          (404, "Image not found"))
         self.put(f"images/{BASE}/layer", b"")
         self.done(self.images.check_file_list(BASE, None))

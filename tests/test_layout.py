@@ -72,10 +72,9 @@ IMAGE_KEYS = [
 
 @pytest.mark.parametrize(("builder", "name"), IMAGE_KEYS)
 def test_image_keys(builder, name):
-    """§7.1's image files, and the web layer's former spelling of them."""
+    """§7.1's image files."""
     assert builder(IMAGE) == f"images/{IMAGE}/{name}"
     assert builder("a" * 16) == f"images/{'a' * 16}/{name}"
-    assert layout.image_key(IMAGE, name) == builder(IMAGE)
 
 
 @pytest.mark.parametrize(("builder", "name"), IMAGE_KEYS)

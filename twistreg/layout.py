@@ -105,14 +105,6 @@ def image_diff_key(image_id: str) -> str:
     return _image_file(image_id, "_diff")
 
 
-def image_key(image_id: str, name: str) -> str:
-    """
-    C{images/<id>/<name>}: the web layer's former spelling, kept until it uses the named
-    builders above.
-    """
-    return _image_file(image_id, name)
-
-
 def is_repository_key(repository_key: str) -> bool:
     """
     Whether a repository key a client gives (a token's C{repository}) names a directory:

@@ -24,7 +24,6 @@ from twistreg.layout import (
     image_files_key,
     image_inprogress_key,
     image_json_key,
-    image_key,
     image_layer_key,
     is_image_id,
     require_image_id,
@@ -311,17 +310,6 @@ class Images:
     async def check_diff(self, image_id: str, authorization: str | None) -> None:
         """R10 checks up to existence: the cached diff or the layer must exist."""
         await self._check_listing(image_id, image_diff_key, authorization)
-
-    async def check_files(
-        self, image_id: str, cache_name: str, authorization: str | None
-    ) -> None:
-        """
-        L{check_file_list} or L{check_diff} by the name of the cache file: the web layer's
-        former call, kept until it uses those two.
-        """
-        await self._check_listing(
-            image_id, lambda image_id: image_key(image_id, cache_name), authorization
-        )
 
     async def _check_listing(
         self, image_id: str, cache_key: Callable[[str], str], authorization: str | None

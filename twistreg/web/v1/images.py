@@ -117,12 +117,12 @@ def add_image_routes(v1: RouteTable) -> None:
 
     @v1.route("/v1/images/<image_id>/files", "GET", Policy(Access.READ, conditional=True))
     async def get_files(call: RouteCall, image_id: str) -> bytes:
-        await images.check_files(image_id, "_files", call.authorization)
+        await images.check_file_list(image_id, call.authorization)
         call.found()
         return responses.cacheable_body(call.request, call.now(), await images.get_files(image_id))
 
     @v1.route("/v1/images/<image_id>/diff", "GET", Policy(Access.READ, conditional=True))
     async def get_diff(call: RouteCall, image_id: str) -> bytes:
-        await images.check_files(image_id, "_diff", call.authorization)
+        await images.check_diff(image_id, call.authorization)
         call.found()
         return responses.cacheable_body(call.request, call.now(), await images.get_diff(image_id))
