@@ -95,13 +95,34 @@ class BadRequestChannel(http.HTTPChannel):
 
     Needed because twisted.web writes a bare C{400 Bad Request} from the private
     C{_respondToBadRequestAndDisconnect}, and clients of the registry expect a JSON body on
-    every error. Public replacement: none (a channel attribute for that answer).
+    every error; its private C{_maybeChooseTransferDecoder} lets a C{ValueError} escape for
+    a C{Content-Length} of thousands of digits. Public replacement: none (a channel
+    attribute for that answer).
     """
 
-    def bad_request_answer(self) -> bytes:
-        """The bytes sent before the connection closes; twisted.web's own by default."""
+    def bad_request_answer(self, head: bool) -> bytes:
+        """
+        The bytes sent before the connection closes; twisted.web's own by default.
+
+        @param head: whether the request was a HEAD (its answer has no body).
+        """
         return b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self.transport.write(self.bad_request_answer())
+    def _respondToBadRequestAndDisconnect(self, line: bytes = b"") -> None:
+        method = getattr(self, "_command", None) or line.split(b" ", 1)[0]
+        self.transport.write(self.bad_request_answer(method == b"HEAD"))
         self.loseConnection()
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        # twisted.web checks a Content-Length with isdigit() and then int(), which refuses
+        # thousands of digits: the ValueError would escape the channel.
+        try:
+            return super()._maybeChooseTransferDecoder(header, data)
+        except ValueError:
+            self._respondToBadRequestAndDisconnect()
+            self.length = None
+            return False
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line or header over C{MAX_LENGTH}: answered, not dropped silently."""
+        self._respondToBadRequestAndDisconnect(line)

@@ -30,7 +30,7 @@ from twisted.web.iweb import IRequest
 from twistreg.compat import request_line
 from twistreg.errors import RegistryError
 from twistreg.registry.images import LayerUpload
-from twistreg.web.responses import raw_json_answer, render_json, set_json_headers
+from twistreg.web.responses import json_body, raw_json_answer
 
 log = Logger()
 
@@ -328,6 +328,11 @@ class RegistryRequest(server.Request):
         self._answer_early(error)
         return True
 
+    @property
+    def answered_early(self) -> bool:
+        """Whether this request was answered before its body arrived."""
+        return self._answered
+
     def _answer_early(self, error: RegistryError) -> None:
         """
         Answer C{error} before the body was read, then close the connection: what the
@@ -376,6 +381,16 @@ class RegistryRequest(server.Request):
             self._lingering.cancel()
         self._lingering = None
 
+    def process(self) -> None:
+        if self.path == b"*" and self.method != b"OPTIONS":
+            # twisted.web answers C{*} itself, with an empty 405.
+            self.setHeader(b"Allow", b"OPTIONS")
+            body = json_body(self, {"error": "Method not allowed"}, 405)
+            self.write(b"" if self.method == b"HEAD" else body)
+            self.finish()
+            return
+        super().process()
+
     def processingFailed(self, reason: Failure) -> None:
         """What escaped every handler: logged, and a JSON 500 (twisted.web's is HTML)."""
         log.failure("unexpected error on {method} {uri}", reason, method=self.method,
@@ -386,9 +401,8 @@ class RegistryRequest(server.Request):
             # Part of the answer went out: the client must see it cut short.
             self.channel.transport.abortConnection()
             return
-        body = render_json({"error": "Internal server error"})
         self.responseHeaders = Headers()
-        set_json_headers(self, 500, len(body))
+        body = json_body(self, {"error": "Internal server error"}, 500)
         self.write(b"" if self.method == b"HEAD" else body)
         self.finish()
 

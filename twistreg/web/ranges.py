@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 
-_RANGE = re.compile(r"bytes=(\d+)-(\d*)", re.IGNORECASE)
+_RANGE = re.compile(r"bytes=([0-9]+)-([0-9]*)", re.IGNORECASE)
+
+#: Digits beyond any size a layer can have (and below int()'s limit on digits).
+_MAX_DIGITS = 30
 
 
 class Unsatisfiable:
@@ -28,8 +31,11 @@ def parse_range(header: str | None, size: int) -> None | Unsatisfiable | tuple[i
     match = _RANGE.fullmatch(header.strip())
     if match is None:
         return None
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) else size - 1
+    start, end = (digits.lstrip("0") or "0" for digits in match.groups())
+    if len(start) > _MAX_DIGITS:
+        return UNSATISFIABLE
+    first = int(start)
+    last = int(end) if match.group(2) and len(end) <= _MAX_DIGITS else size - 1
     if first >= size or last < first:
         return UNSATISFIABLE
     return first, min(last, size - 1)

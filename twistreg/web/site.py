@@ -46,8 +46,9 @@ class RegistryResource(KleinResource):
                 return _early_error(request, 400, "Invalid repository name")
             return _early_error(request, 404, "Not found")
         try:
+            request.getRequestHostname().decode("utf-8")
             return super().render(request)
-        except BadHost:
+        except (UnicodeDecodeError, BadHost):
             # Klein hands the Host header to the router before any error handler can run.
             return _early_error(request, 400, "Invalid Host header")
 
@@ -66,8 +67,10 @@ def registry_resource(registry: Registry) -> RegistryResource:
 class RegistryChannel(BadRequestChannel):
     """A connection whose answer to a request twisted.web cannot parse is JSON too."""
 
-    def bad_request_answer(self) -> bytes:
-        return responses.raw_json_answer(400, "Bad request", {})
+    def bad_request_answer(self, head: bool) -> bytes:
+        if any(getattr(request, "answered_early", False) for request in self.requests):
+            return b""  # that request has its answer; the connection only closes
+        return responses.raw_json_answer(400, "Bad request", {}, with_body=not head)
 
 
 class TimedRequest(RegistryRequest):

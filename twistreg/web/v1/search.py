@@ -15,6 +15,9 @@ from twistreg.web.v1.routes import Mount, Policy, RouteCall, RouteTable, upstrea
 #: The largest page size R26 accepts.
 MAX_PAGE_SIZE = 100
 _DIGITS = re.compile(r"[0-9]+")
+#: The most significant digits a page number may have: its offset stays a database integer
+#: (and int() refuses thousands of digits).
+_MAX_DIGITS = 9
 
 
 def _argument(request: IRequest, name: bytes) -> str | None:
@@ -36,7 +39,7 @@ def _paging(request: IRequest, name: bytes, maximum: int | None = None) -> int |
     text = _argument(request, name)
     if text is None:
         return None
-    if _DIGITS.fullmatch(text) is not None:
+    if _DIGITS.fullmatch(text) is not None and len(text.lstrip("0")) <= _MAX_DIGITS:
         number = int(text)
         if number >= 1 and (maximum is None or number <= maximum):
             return number
