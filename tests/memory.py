@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tests.server import Response
+from tests.threads import InlinePool
 from twistreg.config import load_settings
 from twistreg.service import build_registry
 from twistreg.web.site import RegistrySite
@@ -61,28 +62,6 @@ _BODY_METHODS = {"PATCH", "POST", "PUT"}
 Headers = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
 
 
-class SynchronousThreadPool:
-    """A thread pool that runs each call at once, in the calling thread."""
-
-    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object],
-                                 f: Callable, *args: Any, **kwargs: Any) -> None:
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-    def callInThread(self, f: Callable, *args: Any, **kwargs: Any) -> None:
-        self.callInThreadWithCallback(lambda ok, result: None, f, *args, **kwargs)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
 @implementer(IReactorThreads, IReactorFromThreads)
 class MemoryReactor(MemoryReactorClock):
     """
@@ -94,13 +73,13 @@ class MemoryReactor(MemoryReactorClock):
 
     def __init__(self) -> None:
         super().__init__()
-        self._pool = SynchronousThreadPool()
+        self._pool = InlinePool()
         self._thread = threading.get_ident()
         self._from_threads: queue.SimpleQueue = queue.SimpleQueue()
         #: Calls received from other threads so far.
         self.foreign_calls = 0
 
-    def getThreadPool(self) -> SynchronousThreadPool:
+    def getThreadPool(self) -> InlinePool:
         return self._pool
 
     def callInThread(self, f: Callable, *args: Any, **kwargs: Any) -> None:

@@ -28,11 +28,11 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.server import ROOT
 from tests.tempdirs import TemporaryDirectories
+from tests.threads import InlinePool
 from twistreg.config import ConfigError, load_settings
 from twistreg.layout import parse_repository
 from twistreg.registry import search
@@ -67,19 +67,6 @@ class _InlineReactor:
         f(*args, **kwargs)
 
 
-class _InlineThreadPool:
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs) -> None:
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-    def stop(self) -> None:
-        pass
-
-
 class InlineConnectionPool(adbapi.ConnectionPool):
     """
     A real adbapi pool (transactions, commit, rollback) whose work runs at once in the
@@ -89,7 +76,7 @@ class InlineConnectionPool(adbapi.ConnectionPool):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, cp_reactor=_InlineReactor(), cp_noisy=False, **kwargs)
-        self.threadpool = _InlineThreadPool()
+        self.threadpool = InlinePool()
 
 
 def write_tree(root: str, files: dict[str, str]) -> None:

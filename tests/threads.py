@@ -14,13 +14,13 @@ from twisted.python.threadpool import ThreadPool
 
 
 class InlinePool:
-    """A thread pool that runs each job at once, in the caller's thread."""
+    """A thread pool that runs each job at once, in the caller's thread; it counts them."""
 
     def __init__(self) -> None:
         self.jobs = 0
 
     def callInThreadWithCallback(
-        self, onResult: Callable[[bool, Any], None], f: Callable, *args: Any, **kwargs: Any
+        self, onResult: Callable[[bool, Any], object], f: Callable, *args: Any, **kwargs: Any
     ) -> None:
         self.jobs += 1
         try:
@@ -29,6 +29,15 @@ class InlinePool:
             onResult(False, Failure())
         else:
             onResult(True, result)
+
+    def callInThread(self, f: Callable, *args: Any, **kwargs: Any) -> None:
+        self.callInThreadWithCallback(lambda ok, result: None, f, *args, **kwargs)
+
+    def start(self) -> None:
+        """Nothing to start: no thread."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
 
 
 class HeldPool:
