@@ -183,7 +183,10 @@ def test_the_service_serves_reloads_and_stops_as_systemd_would_run_it(installed,
                                    stdin=subprocess.DEVNULL, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        ready = manager.wait_for("READY", timeout=60)
+        try:
+            ready = manager.wait_for("READY", timeout=60)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the service's output:\n{log.read_text()}") from None
         # The process pool is on by default.
         assert ready["STATUS"] == "serving (worker generation 0)", log.read_text()
         assert _uid_of(process.pid) == pwd.getpwnam(user).pw_uid
