@@ -414,6 +414,10 @@ def judge(points: list[dict], tolerance: float) -> list[str]:
     failing = []
     for point in points:
         point["ratio"] = point["head"]["median"] / point["base"]["median"]
+        # The same round's runs were next to each other in time: their ratios, a second view
+        # of the noise (not judged).
+        point["paired_ratios"] = [round(h / b, 3) for b, h in
+                                  zip(point["base"]["runs"], point["head"]["runs"])]
         errors = point["base"]["errors"] + point["head"]["errors"]
         if point["ratio"] < 1 - tolerance:
             failing.append(f"{point['metric']} ({point['ratio']:.3f})")
@@ -439,10 +443,14 @@ def render(points: list[dict], served: dict, meta: dict, failing: list[str]) -> 
     rows = []
     for p in points:
         rows.append([p["metric"], f"{p['base']['median']:.0f}", f"{p['head']['median']:.0f}",
-                     f"{p['ratio']:.3f}", str(p["base"]["errors"] + p["head"]["errors"]),
+                     f"{p['ratio']:.3f}", f"{statistics.median(p['paired_ratios']):.3f}",
+                     f"{min(p['paired_ratios']):.2f}-{max(p['paired_ratios']):.2f}",
+                     str(p["base"]["errors"] + p["head"]["errors"]),
                      f"{p['base']['runs']} | {p['head']['runs']}"])
-    out += ["", table(["metric (median)", "base", "head", "head/base", "errors",
-                       "runs: base | head"], rows)]
+    out += ["", table(["metric (median)", "base", "head", "head/base", "paired", "range",
+                       "errors", "runs: base | head"], rows),
+            "(head/base: ratio of the medians, judged; paired: median and range of each"
+            " round's head/base, not judged)"]
     rows = []
     for p in points:
         if p["kind"] == "rps":
