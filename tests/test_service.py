@@ -13,10 +13,10 @@ import pytest
 from twisted.application.service import Service
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.python.failure import Failure
 
 from tests.test_arbiter import ProcessReactor
 from tests.test_storage_local import read_only
+from tests.threads import InlinePool
 from twistreg.config import ConfigError, load_settings
 from twistreg.service import (
     PreforkRegistryService,
@@ -24,18 +24,6 @@ from twistreg.service import (
     check_settings,
     make_service,
 )
-
-
-class InlinePool:
-    """A thread pool that runs its work at once, in the caller's thread."""
-
-    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except Exception:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
 
 
 class Reactor(ProcessReactor):
