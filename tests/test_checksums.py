@@ -163,18 +163,38 @@ def test_background_hasher_with_inline_threads() -> None:
 
 
 def test_background_hasher_batches_what_is_queued() -> None:
-    """Chunks queued while the pool is busy go to it as one job, in order."""
+    """
+    Chunks wait for a batch's worth (half the limit here), and those queued while the pool
+    is busy go to it as one job, in order; the checksum takes what is left.
+    """
     pool = HeldPool()
-    hasher = BackgroundPayloadHasher(InlineThreadsReactor(pool), b"j", limit=10**9)
-    for chunk in (b"a", b"b", b"c", b"d"):
+    hasher = BackgroundPayloadHasher(InlineThreadsReactor(pool), b"j", limit=4)
+    hasher.update(b"a")
+    assert pool.held == []
+    for chunk in (b"b", b"c", b"d", b"e"):
         hasher.update(chunk)
     assert len(pool.held) == 1
     pool.run_next()
     assert len(pool.held) == 1
+    pool.run_next()
+    assert pool.held == []
+    hasher.update(b"f")
     result = ensureDeferred(hasher.checksum())
     assert not result.called
     pool.run_next()
-    assert result.result == payload_checksum(b"j", b"abcd")
+    assert result.result == payload_checksum(b"j", b"abcdef")
+
+
+def test_background_hasher_hops_once_per_batch() -> None:
+    """A fast pool is not given every small chunk from the socket: one job per MiB."""
+    reactor = InlineThreadsReactor()
+    hasher = BackgroundPayloadHasher(reactor, b"j")
+    layer = b"x" * (4 * 1024 * 1024)
+    for start in range(0, len(layer), 65536):
+        assert hasher.update(layer[start : start + 65536]) is None
+    result = ensureDeferred(hasher.checksum())
+    assert result.result == payload_checksum(b"j", layer)
+    assert reactor.pool.jobs == 4
 
 
 def test_background_hasher_applies_back_pressure() -> None:

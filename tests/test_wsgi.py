@@ -149,8 +149,8 @@ def _body_for(method: bytes, path: bytes, length: int | None, prefix) -> object:
     channel = DummyChannel()
     # The registry streams layer bodies (its route table says which); here, every PUT.
     channel.site = SimpleNamespace(
-        wsgi_prefix=prefix,
-        open_upload=lambda request, method, path, auth: Deferred() if method == b"PUT" else None)
+        wsgi_prefix=prefix, upload_methods={b"PUT"},
+        open_upload=lambda request, method, target, auth: Deferred())
     channel._command, channel._path = method, path
     channel.transport.pauseProducing = channel.transport.resumeProducing = lambda: None
     request = RegistryRequest(channel)

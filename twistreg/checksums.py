@@ -60,9 +60,11 @@ class BackgroundPayloadHasher:
     and writes the layer: hashlib releases the GIL on large buffers, so the hash runs beside
     the rest instead of after it.
 
-    Chunks wait in a queue; whatever is queued when the pool is free goes there as one batch,
-    so a fast client costs a thread hop per batch, not per chunk, and batches run one after
-    the other because the hash depends on the order.  At most C{limit} bytes wait to be
+    Chunks wait in a queue until a batch's worth is there (1 MiB, or half of C{limit} if
+    that is less; or the checksum is asked for); whatever is queued when the pool is free
+    then goes there as one batch, so the thread hops are one per batch, not one per chunk
+    read from the socket, and batches run one after the other because the hash depends on
+    the order.  At most C{limit} bytes wait to be
     hashed; past that, L{update} returns a Deferred that fires when the pool has caught up,
     so the caller can pause the client.
 
@@ -74,10 +76,12 @@ class BackgroundPayloadHasher:
         self._reactor = reactor
         self._hasher = PayloadHasher(image_json)
         self._limit = limit
+        self._batch = max(1, min(_CHUNK, limit // 2))
         self._queue: list[bytes] = []
         self._queued = 0
         self._hashing = False
         self._stopped = False
+        self._flushing = False
         self._caught_up: defer.Deferred[None] | None = None
         self._idle: list[defer.Deferred[None]] = []
         self._failure: Failure | None = None
@@ -97,6 +101,8 @@ class BackgroundPayloadHasher:
 
     async def checksum(self) -> str:
         """The checksum, once every queued chunk is hashed."""
+        self._flushing = True
+        self._next_batch()
         if self._hashing:
             idle: defer.Deferred[None] = defer.Deferred()
             self._idle.append(idle)
@@ -114,6 +120,8 @@ class BackgroundPayloadHasher:
 
     def _next_batch(self) -> None:
         if self._hashing or not self._queue or self._stopped:
+            return
+        if self._queued < self._batch and not self._flushing:
             return
         batch, self._queue = self._queue, []
         # Set before the hop: a synchronous pool reports back before deferToThreadPool returns.

@@ -17,6 +17,7 @@ import attrs
 from twistreg.errors import RegistryError
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.\-]*")
 _IMAGE_ID = re.compile(r"[a-f0-9]{16}|[a-f0-9]{64}")
 # Control characters, and lone surrogates, which have no UTF-8 and so no name on disk.
 _UNNAMEABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -38,6 +39,8 @@ def quote(text: str) -> str:
     surrogate (a JSON C{"\\ud800"}) is quoted as the three bytes it would take, so that
     every string has a name, one that no stored key has.
     """
+    if _UNQUOTED.fullmatch(text) is not None and text not in (".", ".."):
+        return text  # image ids and most names: nothing to quote (the common case)
     if text in (".", ".."):
         text = text.replace(".", "%2E")
     out = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 from inspect import signature
-from typing import IO, Any, Callable, Optional
+from typing import IO, Callable
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
@@ -25,7 +25,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IRequest
 
 from twistreg.compat import request_line
 from twistreg.errors import RegistryError
@@ -41,9 +40,6 @@ BODY_LIMIT = 10 * 1024 * 1024
 UPLOAD_READ_SIZE = 1024 * 1024
 
 
-#: Opens the sink of a streamed body, given the request, its method, its decoded path and
-#: its C{Authorization} header; None when the route does not stream its body.
-UploadOpener = Callable[[IRequest, bytes, str, Optional[str]], Optional["defer.Deferred[Any]"]]
 
 
 def path_segments(uri: bytes) -> list[bytes]:
@@ -271,10 +267,20 @@ class RegistryRequest(server.Request):
         self._lingering: IDelayedCall | None = None
 
     def gotLength(self, length: int | None) -> None:
-        if self._for_wsgi():
+        site = self.channel.site
+        method, target, _ = request_line(self.channel)
+        target = origin_form(target or b"/")[0]
+        prefix: tuple[bytes, ...] | None = getattr(site, "wsgi_prefix", None)
+        if prefix is not None and tuple(path_segments(target)[: len(prefix)]) == prefix:
+            # The hosted WSGI application's body: spooled by twisted.web, of any size.
             super().gotLength(length)
             return
-        opening = self._open_upload()
+        opening = None
+        if method in getattr(site, "upload_methods", ()):
+            authorization = self.requestHeaders.getRawHeaders(b"Authorization", [None])[0]
+            opening = site.open_upload(
+                self, method, target,
+                None if authorization is None else authorization.decode("latin-1"))
         if opening is not None:
             transport = self.channel.transport
             # Larger reads for a layer body: fewer trips through the reactor, hash and disk.
@@ -286,31 +292,6 @@ class RegistryRequest(server.Request):
         else:
             self.content = CappedBody(
                 lambda: self._answer_early(RegistryError(413, "Request body too large")))
-
-    def _target(self) -> bytes:
-        """The request's path and query while the body arrives (kept by the channel)."""
-        return origin_form(request_line(self.channel)[1] or b"/")[0]
-
-    def _for_wsgi(self) -> bool:
-        """Whether the path is under the Site's WSGI mount (its C{wsgi_prefix} segments)."""
-        prefix: tuple[bytes, ...] | None = getattr(self.channel.site, "wsgi_prefix", None)
-        if prefix is None:
-            return False
-        return tuple(path_segments(self._target())[: len(prefix)]) == prefix
-
-    def _open_upload(self) -> defer.Deferred | None:
-        """The sink of a body the route streams into storage, as the Site opens it."""
-        opener: UploadOpener | None = getattr(self.channel.site, "open_upload", None)
-        method = request_line(self.channel)[0]
-        if opener is None or method is None:
-            return None
-        try:
-            path = decoded_path(self._target()).decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        authorization = self.requestHeaders.getRawHeaders(b"Authorization", [None])[0]
-        return opener(self, method, path,
-                      None if authorization is None else authorization.decode("latin-1"))
 
     def _refuse(self, failure: Failure) -> bool:
         """
@@ -366,10 +347,11 @@ class RegistryRequest(server.Request):
             self.channel.loseConnection()
             return
         self._received = True
-        path, host = origin_form(path)
-        if host is not None:
-            # The target's host replaces the Host header (RFC 9112 §3.2.2).
-            self.requestHeaders.setRawHeaders(b"Host", [host])
+        if not path.startswith(b"/"):
+            path, host = origin_form(path)
+            if host is not None:
+                # The target's host replaces the Host header (RFC 9112 §3.2.2).
+                self.requestHeaders.setRawHeaders(b"Host", [host])
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason: Failure) -> None:
@@ -407,7 +389,13 @@ class RegistryRequest(server.Request):
         self.finish()
 
     def getRequestHostname(self) -> bytes:
-        """The Host header's name; UNIX sockets have no address to fall back on."""
+        """
+        The Host header's name; UNIX sockets have no address to fall back on.
+
+        @raise UnicodeDecodeError: the name is not UTF-8 (the router could not take it).
+        """
         if self.getHeader(b"Host") is None and not hasattr(self.getHost(), "host"):
             return b"localhost"
-        return super().getRequestHostname()
+        name = super().getRequestHostname()
+        name.decode("utf-8")
+        return name

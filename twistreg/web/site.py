@@ -46,7 +46,6 @@ class RegistryResource(KleinResource):
                 return _early_error(request, 400, "Invalid repository name")
             return _early_error(request, 404, "Not found")
         try:
-            request.getRequestHostname().decode("utf-8")
             return super().render(request)
         except (UnicodeDecodeError, BadHost):
             # Klein hands the Host header to the router before any error handler can run.
@@ -120,15 +119,21 @@ class RegistrySite(server.Site):
             return self.wsgi
         return PrefixMount(self.wsgi_prefix, self.wsgi, self.routes)
 
-    def open_upload(self, request: IRequest, method: bytes, path: str,
+    @property
+    def upload_methods(self) -> frozenset[bytes]:
+        """The methods of the routes whose body streams into storage (see L{open_upload})."""
+        return frozenset() if self.routes is None else self.routes.routes.upload_methods
+
+    def open_upload(self, request: IRequest, method: bytes, target: bytes,
                     authorization: str | None) -> defer.Deferred | None:
         """
         Called by the request as its body starts: when the route streams its body into
         storage, its policy's checks (authorization first) and its sink; else None.
+
+        @param target: the request's path and query, as received.
         """
-        if self.routes is None:
-            return None
-        return self.routes.routes.open_upload(request, method, path, authorization)
+        assert self.routes is not None
+        return self.routes.routes.open_upload(request, method, target, authorization)
 
     def log(self, request: TimedRequest) -> None:
         if self._access_log is None:

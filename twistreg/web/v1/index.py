@@ -88,7 +88,7 @@ def add_index_routes(v1: RouteTable) -> None:
         return responses.no_content(call.request)
 
     @v1.route("/v1/repositories/<repo:repo>/auth", "PUT", Policy(None, mount=Mount.INDEX))
-    async def put_repository_auth(call: RouteCall) -> bytes:
+    def put_repository_auth(call: RouteCall) -> bytes:
         return responses.json_body(call.request, "OK")
 
     @v1.route("/v1/repositories/<repo:repo>", "PUT", Policy(Access.WRITE, mount=Mount.INDEX))
@@ -98,11 +98,11 @@ def add_index_routes(v1: RouteTable) -> None:
         return responses.json_body(call.request, "")
 
     @v1.route(("/v1/users/", "/v1/users"), "GET", Policy(None, mount=Mount.INDEX))
-    async def get_users(call: RouteCall) -> bytes:
+    def get_users(call: RouteCall) -> bytes:
         return responses.json_body(call.request, "OK")
 
     @v1.route(("/v1/users/", "/v1/users"), "POST", Policy(None, mount=Mount.INDEX))
-    async def create_user(call: RouteCall) -> bytes:
+    def create_user(call: RouteCall) -> bytes:
         try:
             parse_json(call.body())
         except ValueError:
@@ -111,5 +111,5 @@ def add_index_routes(v1: RouteTable) -> None:
 
     @v1.route(("/v1/users/<username>/", "/v1/users/<username>"), "PUT",
               Policy(None, mount=Mount.INDEX))
-    async def update_user(call: RouteCall, username: str) -> bytes:
+    def update_user(call: RouteCall, username: str) -> bytes:
         return responses.no_content(call.request)

@@ -34,7 +34,7 @@ def add_ping_routes(v1: RouteTable) -> None:
     settings = v1.registry.settings
 
     @v1.route(("/v1/_ping", "/_ping"), "GET", Policy(None))
-    async def ping(call: RouteCall) -> bytes:
+    def ping(call: RouteCall) -> bytes:
         call.request.setHeader(b"X-Docker-Registry-Standalone", _standalone_header(settings))
         if not settings.debug:
             return responses.json_body(call.request, {})
@@ -42,5 +42,5 @@ def add_ping_routes(v1: RouteTable) -> None:
         return responses.json_body(call.request, _debug_body())
 
     @v1.route("/", "GET", Policy(None))
-    async def banner(call: RouteCall) -> bytes:
+    def banner(call: RouteCall) -> bytes:
         return responses.json_body(call.request, settings.issue if settings.issue else True)

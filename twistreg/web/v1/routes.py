@@ -13,8 +13,9 @@ stored, by the same code that authorizes the route.
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Awaitable
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import attrs
 from klein import Klein
@@ -28,7 +29,7 @@ from twistreg.layout import Repository, parse_repository
 from twistreg.registry.auth import Access, Token
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
-from twistreg.web.body import UploadBody
+from twistreg.web.body import UploadBody, decoded_path
 
 
 class RepositoryConverter(BaseConverter):
@@ -150,7 +151,8 @@ def upstream_request(request: IRequest) -> tuple[str, dict[str, str]]:
     return request.uri.decode("latin-1"), headers
 
 
-Handler = Callable[..., Awaitable[bytes]]
+#: A route: C{async def} (or a plain function for an open route that answers at once).
+Handler = Callable[..., Union[bytes, Awaitable[bytes]]]
 
 
 class RouteTable:
@@ -166,6 +168,8 @@ class RouteTable:
         url_map.merge_slashes = False
         url_map.converters["repo"] = RepositoryConverter
         self._policies: dict[str, Policy] = {}
+        #: The methods of the routes whose body streams into storage.
+        self.upload_methods: frozenset[bytes] = frozenset()
 
     def mounted(self, mount: Mount) -> bool:
         """Whether routes of C{mount} exist in this registry."""
@@ -188,6 +192,8 @@ class RouteTable:
             for path in (paths,) if isinstance(paths, str) else paths:
                 endpoint = f"{method} {path}"
                 self._policies[endpoint] = policy
+                if policy.upload is not None:
+                    self.upload_methods |= {method.encode("ascii")}
                 self.app.route(path, methods=[method], endpoint=endpoint)(
                     self._applying(policy, handler))
             return handler
@@ -216,6 +222,17 @@ class RouteTable:
         return call
 
     def _applying(self, policy: Policy, handler: Handler) -> Callable[..., Any]:
+        if policy.access is None and not inspect.iscoroutinefunction(handler):
+            # An open route that answers at once: no check to wait for, no Deferred.
+            def answer(request: IRequest, **arguments: Any) -> bytes:
+                call = RouteCall(request, self.registry, policy)
+                repo = arguments.pop("repo", None)
+                if repo is not None:
+                    call.repository = parse_repository(repo)
+                return handler(call, **arguments)
+
+            return answer
+
         async def apply(request: IRequest, **arguments: Any) -> bytes:
             if isinstance(request.content, UploadBody):
                 # A streamed body: authorized when it began (open_upload), not again.
@@ -239,14 +256,18 @@ class RouteTable:
 
         return apply
 
-    def open_upload(self, request: IRequest, method: bytes, path: str,
+    def open_upload(self, request: IRequest, method: bytes, target: bytes,
                     authorization: str | None) -> defer.Deferred | None:
         """
-        When C{method} and C{path} name a route whose body streams into storage: its
+        When C{method} and C{target} name a route whose body streams into storage: its
         access check and its sink, as the body starts to arrive (before any of it is
         stored).  None for every other request.
         """
-        adapter = self.app.url_map.bind("localhost", path_info=path,
+        try:
+            path_info = decoded_path(target).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        adapter = self.app.url_map.bind("localhost", path_info=path_info,
                                         default_method=method.decode("latin-1"))
         try:
             endpoint, arguments = adapter.match()
