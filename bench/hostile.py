@@ -6,7 +6,7 @@ value, pushes two small images (a parent and a child with tar layers) under two
 repositories, then sends C{--requests} hostile requests over real sockets to 127.0.0.1 from
 C{--threads} client threads, each request on its own connection.  Requests are drawn at
 random from templates (seeded: request C{i} of seed C{s} is always the same bytes) covering
-every route of V1-API.md §4.0 with every method, odd paths, odd headers, odd framing and
+every route of docs/api.md with every method, odd paths, odd headers, odd framing and
 hostile JSON bodies.
 
 Every answer is classified: status class; whether it is JSON with C{Content-Type:

@@ -279,7 +279,7 @@ def put_checksum(port: int, image_id: str, checksum: str) -> None:
 
 
 def payload_hasher(image_id: str) -> hashlib._Hash:
-    """sha256 primed with J + newline (V1-API.md §8); feed it the layer bytes."""
+    """sha256 primed with J + newline (docs/storage.md); feed it the layer bytes."""
     return hashlib.sha256(image_json(image_id) + b"\n")
 
 

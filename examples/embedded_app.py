@@ -8,10 +8,10 @@ A Twisted application with routes of its own that embeds two twistreg registries
   over another storage: in this process, or with C{--workers N} in a pool of worker
   processes.
 
-Run it with twistreg installed, or from the repository root with C{PYTHONPATH=.} (worker
+Run it from the repository root with the virtualenv of the README's set-up (worker
 processes import twistreg too):
 
-    PYTHONPATH=. python examples/embedded_app.py --port 8080 --storage /tmp/app-registry \\
+    .venv/bin/python examples/embedded_app.py --port 8080 --storage /tmp/app-registry \\
         --registry-port 5001 --registry-storage /tmp/second-registry
 
 then C{curl localhost:8080/app/hello}, C{docker push localhost:8080/foo/bar} and

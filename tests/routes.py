@@ -1,7 +1,7 @@
 """
 Helpers for the route tests (tests/test_routes_*.py, tests/test_routing.py): one registry per
 module (in memory, or a real server for the integration tests), requests that set up images
-and repositories, and assertions on the header sets and error bodies of V1-API.md §2.
+and repositories, and assertions on the header sets and error bodies of docs/api.md
 
 Every helper takes either kind: anything with C{request(method, path, body, headers)}
 returning a L{Response}.

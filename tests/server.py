@@ -62,7 +62,8 @@ class Server(Client):
     @ivar port: the port it listens on, once L{start} returned.
     @ivar output: every line it printed so far.
     @param workers: C{--workers}; 0 (the default) serves in the one process. With workers,
-        L{start} returns once the master listens: see L{wait_for_workers}.
+        L{start} returns once the first worker is ready (the master's "serving" line): see
+        L{wait_for_workers} for the others.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Server(Client):
         self._args = args
         self._env = env or {}
         self._process: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
         self._ready = threading.Event()
 
     def start(self, timeout: float = 30, wait: bool = True) -> Server:
@@ -99,7 +101,8 @@ class Server(Client):
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if wait and not self._ready.wait(timeout):
             self.stop()
             raise AssertionError("server did not start:\n" + "".join(self.output))
@@ -118,7 +121,8 @@ class Server(Client):
         """Wait for the server to exit on its own; its exit status."""
         assert self._process is not None
         status = self._process.wait(timeout)
-        time.sleep(0.1)  # let the reader thread take the last lines
+        assert self._reader is not None
+        self._reader.join(timeout)  # the last lines, up to the end of the output
         return status
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

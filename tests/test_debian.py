@@ -238,7 +238,7 @@ def test_purge_leaves_nothing_but_the_system_user(installed):
 
 
 def _push_and_pull(registry: Client) -> None:
-    """docker 1.x's push then pull of a two-layer image (V1-API.md §11)."""
+    """docker 1.x's push then pull of a two-layer image (docs/api.md)."""
     base_json = json.dumps({"id": BASE}).encode()
     child_json = json.dumps({"id": CHILD, "parent": BASE}).encode()
     base_layer = make_layer({"etc/hello.txt": b"hello world\n"})

@@ -2,7 +2,7 @@
 Hostile requests (bench/hostile.py): a bounded run against a real server, and the nastiest
 cases one by one in memory.
 
-Every answer to a well-formed request is JSON with the JSON headers (V1-API.md §2.3, §2.6),
+Every answer to a well-formed request is JSON with the JSON headers (docs/api.md),
 never a 5xx, and nothing a client sends puts a traceback in the log.
 """
 

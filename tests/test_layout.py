@@ -1,4 +1,4 @@
-"""Storage keys and name rules of the 0.9.1 layout (V1-API.md §3.2, §7)."""
+"""Storage keys and name rules of the 0.9.1 layout (docs/storage.md, docs/api.md "Names")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """
-Pull-through mirroring (V1-API.md §6) with a second real twistreg as the upstream.
+Pull-through mirroring (docs/api.md) with a second real twistreg as the upstream.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """
 Declared policies (twistreg/web/v1/routes.py): every route of the table has one, and every
 route with an access policy is sent every kind of credential in every authentication mode
-(V1-API.md §5): a refusal is the contract's 401 and leaves storage as it was.
+(docs/api.md): a refusal is the contract's 401 and leaves storage as it was.
 
 A route added to the table must join L{ROUTES}: L{test_the_matrix_covers_every_protected_route}
 fails until it does.

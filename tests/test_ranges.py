@@ -1,4 +1,4 @@
-"""The contract's Range table (V1-API.md §4.4), on a 5120-byte layer."""
+"""The contract's Range table (docs/api.md), on a 5120-byte layer."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """
-The image routes R3–R10 through the real Site in memory (V1-API.md §4.4–§4.11): answers,
+The image routes R3–R10 through the real Site in memory (docs/api.md): answers,
 headers, check order (requests failing two checks), the 304 rule and what ends up on disk.
 """
 

@@ -1,6 +1,6 @@
 """
 The index routes a standalone registry emulates, R20–R25, through the real Site in memory
-(V1-API.md §4.21–§4.25).
+(docs/api.md).
 """
 
 from __future__ import annotations

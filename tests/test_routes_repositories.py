@@ -1,5 +1,5 @@
 """
-The repository routes R11–R19 through the real Site in memory (V1-API.md §4.12–§4.20),
+The repository routes R11–R19 through the real Site in memory (docs/api.md),
 repository name validation (§3.2) and quoting on disk (§7.2).
 """
 

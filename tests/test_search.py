@@ -1,5 +1,5 @@
 """
-The search index and R26 (V1-API.md §4.26, §9): the same tests on SQLite and on a real
+The search index and R26 (docs/api.md): the same tests on SQLite and on a real
 PostgreSQL, the 0.9.1 schema, the storage walk, the route through StubTreq, and the reindex
 command.
 

@@ -1,5 +1,5 @@
 """
-Token mode (V1-API.md §5) against a real index served by the test: tokens validated and
+Token mode (docs/api.md) against a real index served by the test: tokens validated and
 cached, private repositories, parent access, and an index that hangs or is down.
 """
 

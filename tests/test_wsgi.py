@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-from tests.server import Server
+from tests.server import Server, wait_until
 from twistreg.config import ConfigError, ServerSettings, load_settings
 from twistreg.web.body import CappedBody, RegistryRequest, UploadBody
 from twistreg.web.wsgi import (
@@ -45,7 +45,6 @@ pytest.importorskip("flask")
 MIB = 1 << 20
 APP = "tests.wsgi_app:application"
 THREADS = 4
-SLEEP = 1.0
 #: What a 256 MiB streamed answer or a 64 MiB upload may add to a process's peak memory.
 MEMORY_BOUND = 40 * MIB
 
@@ -445,28 +444,35 @@ def test_forwarded_headers_only_from_trusted_proxies(served: Server) -> None:
     assert (stranger["remote_addr"], stranger["scheme"]) == ("127.0.0.1", "http")
 
 
-def test_slow_requests_run_side_by_side_up_to_the_pool_size(served: Server) -> None:
-    def slow(_: int) -> int:
-        return served.request("GET", f"/ui/slow?seconds={SLEEP}").status
+def test_requests_run_side_by_side_up_to_the_pool_size(served: Server, tmp_path: Path) -> None:
+    """
+    The application's threads: as many requests as one process has threads run together,
+    wherever they land; never more than all processes have; and the reactor answers the
+    registry while every thread is busy.
+    """
+    gate = tmp_path / "gate"
+    gate.mkdir()
 
-    def elapsed(count: int) -> float:
-        started = time.monotonic()
-        with ThreadPoolExecutor(count) as pool:
-            assert list(pool.map(slow, range(count))) == [200] * count
-        return time.monotonic() - started
+    def through_gate(_: int) -> int:
+        r = served.request("GET", f"/ui/gate?dir={gate}")
+        assert r.status == 200, r
+        return r.json()["inside"]
 
-    # As many as one process has threads run together, wherever they land ...
-    assert elapsed(THREADS) < 2 * SLEEP
-    # ... and one more than all processes have threads makes a process queue one.
+    def inside() -> int:
+        return sum(p.name.startswith("inside-") for p in gate.iterdir())
+
     capacity = THREADS * max(served.workers, 1)
-    with ThreadPoolExecutor(1) as side:
-        over = side.submit(elapsed, capacity + 1)
-        time.sleep(SLEEP / 2)
-        # Meanwhile the reactor answers the registry at once.
-        started = time.monotonic()
+    with ThreadPoolExecutor(capacity + 1) as clients:
+        first = [clients.submit(through_gate, i) for i in range(THREADS)]
+        wait_until(lambda: inside() == THREADS, timeout=60)
+        # Every thread of a process may be taken: the registry's routes still answer.
         assert served.request("GET", "/v1/_ping").status == 200
-        assert time.monotonic() - started < SLEEP / 4
-        assert over.result() >= 2 * SLEEP
+        more = [clients.submit(through_gate, i) for i in range(capacity + 1 - THREADS)]
+        wait_until(lambda: inside() >= min(capacity, THREADS + 1), timeout=60)
+        (gate / "open").touch()
+        counts = [f.result(timeout=60) for f in first + more]
+    assert max(counts) <= capacity
+    assert max(counts) >= THREADS
 
 
 def test_the_application_alone_behind_tls(tmp_path: Path) -> None:

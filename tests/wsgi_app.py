@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 from flask import Flask, Response, jsonify, request, url_for
@@ -59,10 +60,24 @@ def boom():
     raise RuntimeError("boom in a view")
 
 
-@app.get("/slow")
-def slow():
-    time.sleep(float(request.args.get("seconds", "0.5")))
-    return "slept"
+@app.get("/gate")
+def gate():
+    """
+    Wait in the gate directory C{dir} until the test opens it (creates C{dir/open}); answer
+    how many requests were inside, this one included, when this one came in. Files, not
+    memory: the requests may be spread over several processes.
+    """
+    directory = request.args["dir"]
+    inside = os.path.join(directory, f"inside-{os.getpid()}-{threading.get_ident()}")
+    with open(inside, "w"):
+        pass
+    count = sum(name.startswith("inside-") for name in os.listdir(directory))
+    try:
+        while not os.path.exists(os.path.join(directory, "open")):
+            time.sleep(0.01)
+    finally:
+        os.unlink(inside)
+    return jsonify(inside=count)
 
 
 @app.get("/where")

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_config,tests.test_service -*-
 """
-Load the configuration (V1-API.md §10): the 0.9.1 flavored YAML file, C{_env:} values and the
-command line's overrides, validated into one frozen L{Settings}.
+Load the configuration (docs/configuration.md): the 0.9.1 flavored YAML file, C{_env:}
+values and the command line's overrides, validated into one frozen L{Settings}.
 
 This is the only module that reads environment variables, so a reload sees exactly what a start
 would see.

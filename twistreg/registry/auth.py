@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_auth -*-
 """
-Who may do what (V1-API.md §5): open access in standalone mode, tokens validated by the index
+Who may do what (docs/api.md): open access in standalone mode, tokens validated by the index
 otherwise, and the index's word on private repositories and parent images.
 
 Index answers are cached for C{token_cache_ttl} seconds, so a pull of thirty layers costs one

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_mirror -*-
 """
-Pull-through mirroring (V1-API.md §6): what is missing here is asked of the upstream
+Pull-through mirroring (docs/api.md): what is missing here is asked of the upstream
 registry; image json, ancestry and layers are kept, tags and lists are passed through.
 """
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_search -*-
 """
-The search index (V1-API.md §9): one row per repository key, in the database 0.9.1 used.
+The search index (docs/api.md): one row per repository key, in the database 0.9.1 used.
 
 The schema is 0.9.1's, byte for byte as its SQLAlchemy models created it, so either server can
 use the same database.  SQL runs through L{twisted.enterprise.adbapi}: stdlib C{sqlite3} by

@@ -20,7 +20,7 @@ __all__ = ["build_routes"]
 
 def build_routes(registry: Registry) -> RouteTable:
     """
-    Every V1 route of C{registry}, in the matching order of V1-API.md §4.0; the index
+    Every V1 route of C{registry}, in the matching order of docs/api.md; the index
     routes exist in standalone mode only, search when it is on.
     """
     v1 = RouteTable(registry)

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_routing -*-
 """
 The one error path of the V1 routes: every failure leaves as C{{"error": ...}} JSON with the
-contract's status (V1-API.md §2.3, §2.6).
+contract's status (docs/api.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The V1 route table: every route declares its policy, and this module alone appli
 
 A policy says what access the route needs, whether the mirror may answer a local miss,
 whether the route honours C{If-Modified-Since}, when it is mounted, and whether its body
-streams into storage.  The checks run in the contract's order (V1-API.md §4.0): the
+streams into storage.  The checks run in the contract's order (docs/api.md): the
 repository name, then the access check, then the route's own steps.  A route cannot be
 added without a policy, and a streamed body is authorized before its first byte is
 stored, by the same code that authorizes the route.
@@ -46,7 +46,7 @@ class RepositoryConverter(BaseConverter):
 
 
 class Mount(enum.Enum):
-    """When a route exists (V1-API.md §4.0, "Mounted")."""
+    """When a route exists (docs/api.md)."""
 
     ALWAYS = "always"
     #: The index a standalone registry emulates (R20–R25).

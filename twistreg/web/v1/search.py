@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_search -*-
-"""R26, the search route (V1-API.md §4.26): what C{docker search} and C{podman search} call."""
+"""R26, the search route (docs/api.md): what C{docker search} and C{podman search} call."""
 
 from __future__ import annotations
 
