@@ -28,9 +28,7 @@ def parse_json(body: bytes) -> Any:
         limit.
     """
     try:
-        value = json.loads(
-            body.decode("utf-8"), parse_float=_finite_float, parse_constant=_not_json
-        )
+        value = _DECODER.decode(body.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     # Nesting needs an opening bracket per level: most documents have too few to look.
@@ -49,6 +47,10 @@ def _finite_float(text: str) -> float:
 
 def _not_json(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
+
+
+#: One decoder for every document (json.loads with options would build one per call).
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_not_json)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
