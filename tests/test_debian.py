@@ -30,6 +30,8 @@ from tests.test_pool import Load
 from tests.test_push_pull import BASE, CHILD, make_layer, push_image
 from twistreg.checksums import payload_checksum
 
+pytestmark = pytest.mark.integration
+
 PACKAGE = "twistreg"
 UNIT = Path("/lib/systemd/system/twistreg.service")
 VENV = Path("/usr/lib/twistreg")

@@ -22,6 +22,8 @@ import pytest
 from tests.server import ROOT, Client
 from tests.test_push_pull import BASE, CHILD, make_layer, push_image
 
+pytestmark = pytest.mark.integration
+
 _APP = re.compile(r"application serving on 127\.0\.0\.1:(\d+)")
 _REGISTRY = re.compile(r"twistreg serving local storage \S+ on 127\.0\.0\.1:(\d+)")
 

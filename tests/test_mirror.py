@@ -36,6 +36,7 @@ def start_mirror(tmp_path, upstream_port: int) -> Server:
     return Server(directory, directory / "storage", "--config", str(config)).start()
 
 
+@pytest.mark.integration
 def test_pull_through_then_without_upstream(tmp_path, upstream):
     base_json = json.dumps({"id": BASE}).encode()
     child_json = json.dumps({"id": CHILD, "parent": BASE}).encode()
@@ -80,6 +81,7 @@ def test_pull_through_then_without_upstream(tmp_path, upstream):
         mirror.stop()
 
 
+@pytest.mark.integration
 def test_client_gone_mid_layer_stores_nothing(tmp_path, upstream):
     image_json = json.dumps({"id": BASE}).encode()
     upstream.request("PUT", f"/v1/images/{BASE}/json", image_json)
@@ -110,6 +112,7 @@ def test_client_gone_mid_layer_stores_nothing(tmp_path, upstream):
         mirror.stop()
 
 
+@pytest.mark.integration
 def test_upstream_down_gives_local_answers(tmp_path):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -127,6 +130,7 @@ def test_upstream_down_gives_local_answers(tmp_path):
         mirror.stop()
 
 
+@pytest.mark.integration
 def test_search_merges_upstream(tmp_path, upstream):
     upstream.request("PUT", f"/v1/images/{BASE}/json", json.dumps({"id": BASE}).encode())
     for name in ("foo/bar", "foo/shared"):

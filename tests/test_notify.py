@@ -160,6 +160,7 @@ def test_the_pool_is_ready_once_each_generation_serves():
 # -- the server ----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_the_pool_notifies_ready_reloading_and_stopping(tmp_path, storage, manager):
     server = Server(tmp_path, storage, workers=2, env={"NOTIFY_SOCKET": manager.address})
     try:
@@ -187,6 +188,7 @@ def test_the_pool_notifies_ready_reloading_and_stopping(tmp_path, storage, manag
         server.kill_all()
 
 
+@pytest.mark.integration
 def test_in_process_mode_notifies_ready_and_stopping(tmp_path, storage, manager):
     server = Server(tmp_path, storage, env={"NOTIFY_SOCKET": manager.address})
     try:

@@ -366,6 +366,7 @@ class SQLiteSearchIndexTests(SearchIndexTests, SynchronousTestCase):
         self.assertEqual(self.search(index, "xxx")[0], 1)
 
 
+@pytest.mark.integration
 class PostgreSQLSearchIndexTests(SearchIndexTests, SynchronousTestCase):
     case_sensitive = True
 

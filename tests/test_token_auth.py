@@ -13,6 +13,8 @@ import pytest
 from tests.server import Server
 from tests.stub_index import StubIndex
 
+pytestmark = pytest.mark.integration
+
 IMAGE = "a043bae1603803a839c0cb52f511d9cb8f68d9d9b0341314a5534ea92b26fa8a"
 CHILD = "c0bbc6adf7089dd787b6a27f5baddd65bcd01aefb61ad7be0c45289c21d93e27"
 OTHER = "b" * 64

@@ -325,6 +325,7 @@ def _status(pid: int, field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) * 1024
 
 
+@pytest.mark.integration
 def test_get_post_and_the_registry_beside(served: Server) -> None:
     r = served.request("GET", "/ui/hello")
     assert (r.status, r.body) == (200, b"hello from flask")
@@ -342,6 +343,7 @@ def test_get_post_and_the_registry_beside(served: Server) -> None:
     assert (r.status, r.json()) == (404, {"error": "Not found"})
 
 
+@pytest.mark.integration
 def test_environ_under_the_mount(served: Server) -> None:
     r = served.request("GET", "/ui/wh%65re?x=1&y=%20")
     body = r.json()
@@ -366,6 +368,7 @@ def _blocks(count: int) -> Iterator[bytes]:
         yield bytes([index % 251]) * MIB
 
 
+@pytest.mark.integration
 def test_uploads_of_64mib_sized_and_chunked(served: Server) -> None:
     expected = hashlib.sha256()
     for block in _blocks(64):
@@ -383,6 +386,7 @@ def test_uploads_of_64mib_sized_and_chunked(served: Server) -> None:
         assert _growth(baseline) < MEMORY_BOUND, headers
 
 
+@pytest.mark.integration
 def test_streamed_256mib_answer_keeps_memory_bounded(served: Server) -> None:
     baseline = _reset_peak(_processes(served))
     connection = served.connection()
@@ -404,6 +408,7 @@ def test_streamed_256mib_answer_keeps_memory_bounded(served: Server) -> None:
     assert _growth(baseline) < MEMORY_BOUND
 
 
+@pytest.mark.integration
 def test_application_errors_are_500_and_logged(served: Server) -> None:
     r = served.request("GET", "/ui/boom")  # Flask answers its own view's error
     assert r.status == 500
@@ -425,6 +430,7 @@ def test_application_errors_are_500_and_logged(served: Server) -> None:
     assert 'in application\n' not in text and "RuntimeError: boom outside Flask" in text
 
 
+@pytest.mark.integration
 def test_forwarded_headers_only_from_trusted_proxies(served: Server) -> None:
     headers = {"X-Forwarded-For": "198.51.100.1, 203.0.113.5", "X-Forwarded-Proto": "https"}
 
@@ -444,6 +450,7 @@ def test_forwarded_headers_only_from_trusted_proxies(served: Server) -> None:
     assert (stranger["remote_addr"], stranger["scheme"]) == ("127.0.0.1", "http")
 
 
+@pytest.mark.integration
 def test_requests_run_side_by_side_up_to_the_pool_size(served: Server, tmp_path: Path) -> None:
     """
     The application's threads: as many requests as one process has threads run together,
@@ -475,6 +482,7 @@ def test_requests_run_side_by_side_up_to_the_pool_size(served: Server, tmp_path:
     assert max(counts) >= THREADS
 
 
+@pytest.mark.integration
 def test_the_application_alone_behind_tls(tmp_path: Path) -> None:
     pytest.importorskip("OpenSSL")
     from tests.tls import make_certificate
@@ -509,6 +517,7 @@ def test_the_application_alone_behind_tls(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_application_that_cannot_load_stops_the_server(tmp_path: Path, workers: int) -> None:
     server = Server(tmp_path, tmp_path, "--wsgi", "tests.no_such_module:app", workers=workers)
