@@ -265,6 +265,7 @@ class RegistryRequest(server.Request):
         self._received = False
         self._answered = False
         self._lingering: IDelayedCall | None = None
+        self._connection_lost = False
 
     def gotLength(self, length: int | None) -> None:
         site = self.channel.site
@@ -355,6 +356,7 @@ class RegistryRequest(server.Request):
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason: Failure) -> None:
+        self._connection_lost = True
         self._stop_lingering()
         super().connectionLost(reason)
 
@@ -377,7 +379,7 @@ class RegistryRequest(server.Request):
         """What escaped every handler: logged, and a JSON 500 (twisted.web's is HTML)."""
         log.failure("unexpected error on {method} {uri}", reason, method=self.method,
                     uri=self.uri)
-        if self.finished or self._disconnected:
+        if self.finished or self._connection_lost:
             return
         if self.startedWriting:
             # Part of the answer went out: the client must see it cut short.
