@@ -136,7 +136,9 @@ def test_a_policy_must_name_its_access(tmp_path):
         return b"{}"
 
     assert table.policy_of("GET /v1/open").access is None
-    assert Access.READ.value == "read"
+    # A route with checks to run must wait for them: a plain function cannot be one.
+    with pytest.raises(TypeError):
+        table.route("/v1/checked", "GET", Policy(Access.READ))(lambda call: b"{}")
 
 
 # -- every route × every credential × every mode -------------------------------------------------

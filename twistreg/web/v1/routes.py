@@ -209,35 +209,38 @@ class RouteTable:
         return [rule.rule for rule in self.app.url_map.iter_rules()
                 if rule.endpoint not in self._policies]
 
-    async def _checked(self, policy: Policy, request: IRequest, authorization: str | None,
-                       arguments: dict[str, Any]) -> RouteCall:
-        """The policy's checks in the contract's order: repository name, then access."""
+    def _call(self, policy: Policy, request: IRequest, arguments: dict[str, Any]) -> RouteCall:
+        """The call, with the path's repository name parsed: the first check of all."""
         call = RouteCall(request, self.registry, policy)
         repo = arguments.pop("repo", None)
         if repo is not None:
             call.repository = parse_repository(repo)
+        return call
+
+    async def _checked(self, policy: Policy, request: IRequest, authorization: str | None,
+                       arguments: dict[str, Any]) -> RouteCall:
+        """The policy's checks in the contract's order: repository name, then access."""
+        call = self._call(policy, request, arguments)
         if policy.access is not None:
             call.token = await self.registry.auth.authorize(
                 policy.access, authorization, call.repository)
         return call
 
     def _applying(self, policy: Policy, handler: Handler) -> Callable[..., Any]:
-        if policy.access is None and not inspect.iscoroutinefunction(handler):
+        if not inspect.iscoroutinefunction(handler):
+            if policy != Policy(None, mount=policy.mount):
+                raise TypeError(f"{handler.__name__}: only an open route may answer at once")
+
             # An open route that answers at once: no check to wait for, no Deferred.
             def answer(request: IRequest, **arguments: Any) -> bytes:
-                call = RouteCall(request, self.registry, policy)
-                repo = arguments.pop("repo", None)
-                if repo is not None:
-                    call.repository = parse_repository(repo)
-                return handler(call, **arguments)
+                return handler(self._call(policy, request, arguments), **arguments)
 
             return answer
 
         async def apply(request: IRequest, **arguments: Any) -> bytes:
             if isinstance(request.content, UploadBody):
                 # A streamed body: authorized when it began (open_upload), not again.
-                call = RouteCall(request, self.registry, policy)
-                arguments.pop("repo", None)
+                call = self._call(policy, request, arguments)
             else:
                 call = await self._checked(policy, request, first_header(
                     request, b"Authorization"), arguments)
