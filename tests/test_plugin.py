@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -19,8 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def twist(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    """C{twist twistreg ARGS} run to its end."""
-    env = {"PYTHONPATH": plugin_path(tmp_path)}
+    """C{twist twistreg ARGS} run to its end (warning filters kept: see .ci/run)."""
+    env = {"PYTHONPATH": plugin_path(tmp_path),
+           "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
     return subprocess.run([sys.executable, "-m", "twisted", "twistreg", *args], env=env,
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
 
