@@ -784,15 +784,20 @@ def range_header(ctx: Context, rng: random.Random) -> Probe:
                  request_bytes(method, target, headers))
 
 
-@template(6)
-def framing(ctx: Context, rng: random.Random) -> Probe:
-    """Content-Length and Transfer-Encoding trouble on the body routes."""
-    route = rng.choice(BODY_ROUTES + [ROUTES[3], ROUTES[4]])
-    method = "POST" if route.body == "users" else "PUT"
+def _fresh_target(route: Route, ctx: Context, rng: random.Random) -> tuple[str, bytes]:
+    """The method and a target of a body route, naming the app repository and a fresh id."""
     fixed = {"repo": ("repo=app", ctx.repo.encode(), True),
              "id": ("id=fresh", _hex(rng, 64).encode(), True),
              "tag": ("tag=v1", b"v1", True)}
     target, _labels, _ok = fill(route, ctx, rng, fixed)
+    return ("POST" if route.body == "users" else "PUT"), target
+
+
+@template(6)
+def framing(ctx: Context, rng: random.Random) -> Probe:
+    """Content-Length and Transfer-Encoding trouble on the body routes."""
+    route = rng.choice(BODY_ROUTES + [ROUTES[3], ROUTES[4]])
+    method, target = _fresh_target(route, ctx, rng)
     body = b'{"access": "private"}'
     cases: list[tuple[str, list[tuple[bytes, bytes]], bytes, bool]] = [
         ("cl-repeated-same", [(b"Content-Length", b"21"), (b"Content-Length", b"21")], body,
@@ -845,11 +850,7 @@ def framing(ctx: Context, rng: random.Random) -> Probe:
 def big_body(ctx: Context, rng: random.Random) -> Probe:
     """Bodies over the cap (announced and sent, chunked), announced and never sent."""
     route = rng.choice(BODY_ROUTES)
-    method = "POST" if route.body == "users" else "PUT"
-    fixed = {"repo": ("repo=app", ctx.repo.encode(), True),
-             "id": ("id=fresh", _hex(rng, 64).encode(), True),
-             "tag": ("tag=v1", b"v1", True)}
-    target, _labels, _ok = fill(route, ctx, rng, fixed)
+    method, target = _fresh_target(route, ctx, rng)
     kind = rng.choice(["announced-sent", "chunked-sent", "announced-1GiB", "announced-5000-digits",
                        "not-sent-close", "partly-sent-close", "exactly-cap",
                        "expect-big", "expect-small", "expect-layer-big"])
@@ -978,11 +979,7 @@ def request_line(ctx: Context, rng: random.Random) -> Probe:
 def pipelined(ctx: Context, rng: random.Random) -> Probe:
     """A hostile request then C{GET /v1/_ping} on the same connection: no desync."""
     route = rng.choice(BODY_ROUTES)
-    method = "POST" if route.body == "users" else "PUT"
-    fixed = {"repo": ("repo=app", ctx.repo.encode(), True),
-             "id": ("id=fresh", _hex(rng, 64).encode(), True),
-             "tag": ("tag=v1", b"v1", True)}
-    target, _labels, _ok = fill(route, ctx, rng, fixed)
+    method, target = _fresh_target(route, ctx, rng)
     label, body = rng.choice(generic_bodies()[:20] + [("smuggled-request",
                               b"GET /v1/users HTTP/1.1\r\nHost: h\r\n\r\n")])
     chunked = rng.random() < 0.5

@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 
 from tests import postgres
 from tests.server import Server
+from tests.test_storage_local import read_only
 
 INTEGRATION = "integration: starts real processes or uses real sockets"
 
@@ -18,6 +21,24 @@ INTEGRATION = "integration: starts real processes or uses real sockets"
 def pytest_configure(config: pytest.Config) -> None:
     # `pytest -m "not integration"` runs the fast in-memory tests, `-m integration` the rest.
     config.addinivalue_line("markers", INTEGRATION)
+
+
+@pytest.fixture
+def events():
+    """The log events emitted while the test runs."""
+    observer = EventLoggingObserver()
+    globalLogPublisher.addObserver(observer)
+    yield observer
+    globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
+def read_only_directory(tmp_path):
+    """A directory nobody may write to, root included (see L{read_only})."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    with read_only(path):
+        yield path
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ ephemeral port and a temporary storage directory, talked to over real HTTP.
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +32,16 @@ def plugin_path(tmp: Path) -> str:
     if not link.exists():
         link.symlink_to(ROOT / "twisted_plugins" / "twistreg_plugin.py")
     return os.pathsep.join([str(tmp / "plugins"), str(ROOT)])
+
+
+def plugin_module() -> types.ModuleType:
+    """The source tree's C{twisted_plugins/twistreg_plugin.py}, imported (not an installed copy)."""
+    spec = importlib.util.spec_from_file_location(
+        "twistreg_plugin_under_test", ROOT / "twisted_plugins" / "twistreg_plugin.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Client:

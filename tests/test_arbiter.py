@@ -14,8 +14,7 @@ import sys
 
 import pytest
 from twisted.internet import error
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 from zope.interface import implementer
@@ -178,12 +177,6 @@ def pool():
         made.close()
 
 
-@pytest.fixture
-def events():
-    observer = EventLoggingObserver()
-    globalLogPublisher.addObserver(observer)
-    yield observer
-    globalLogPublisher.removeObserver(observer)
 
 
 def worker_events(observer, kind: str) -> list[dict]:

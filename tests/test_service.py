@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import Service
-from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
 
+from tests.server import plugin_module
 from tests.test_arbiter import ProcessReactor
-from tests.test_storage_local import read_only
 from tests.threads import InlinePool
 from twistreg.config import ConfigError, load_settings
 from twistreg.service import (
@@ -33,20 +31,8 @@ class Reactor(ProcessReactor):
         return InlinePool()
 
 
-@pytest.fixture
-def read_only_directory(tmp_path):
-    path = tmp_path / "read-only"
-    path.mkdir()
-    with read_only(path):
-        yield path
 
 
-@pytest.fixture
-def events():
-    observer = EventLoggingObserver()
-    globalLogPublisher.addObserver(observer)
-    yield observer
-    globalLogPublisher.removeObserver(observer)
 
 
 def settings_for(tmp_path: Path, text: str = "dev:\n  standalone: true\n", **overrides):
@@ -210,7 +196,7 @@ class Failing(Service):
 
 
 def test_workers_spawned_before_a_start_error_are_stopped(tmp_path):
-    from twisted.plugins.twistreg_plugin import _ExitOnStartError
+    _ExitOnStartError = plugin_module()._ExitOnStartError
 
     settings, given = settings_for(tmp_path, **{"server.workers": "2"})
     reactor = Reactor()
@@ -226,7 +212,7 @@ def test_workers_spawned_before_a_start_error_are_stopped(tmp_path):
 
 
 def test_a_pidfile_that_cannot_be_written_is_named(tmp_path):
-    from twisted.plugins.twistreg_plugin import _ExitOnStartError
+    _ExitOnStartError = plugin_module()._ExitOnStartError
 
     from twistreg.server.pidfile import PidFile
 

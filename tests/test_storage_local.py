@@ -143,12 +143,6 @@ def read_only(path: Path) -> Iterator[Path]:
         subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
-@pytest.fixture
-def read_only_directory(tmp_path):
-    path = tmp_path / "read-only"
-    path.mkdir()
-    with read_only(path):
-        yield path
 
 
 def test_check_writable_creates_a_missing_directory_and_leaves_nothing(tmp_path):
