@@ -296,3 +296,18 @@ def test_a_streamed_layer_is_refused_before_its_body_is_stored(tmp_path, index):
     assert response.headers["Connection"] == "close"
     assert snapshot(registry.storage) == before
     assert not list(registry.storage.rglob(".tmp-*"))
+
+
+@pytest.mark.parametrize(("method", "rule", "path", "body"),
+                         [r for r in ROUTES if r[0] == "GET"],
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_if_modified_since_is_honoured_where_declared(tmp_path, method, rule, path, body):
+    """A conditional route answers 304 for what exists; any other route ignores the header."""
+    registry = seeded(tmp_path, STANDALONE)
+    (tmp_path / "table").mkdir()
+    table = route_table(tmp_path / "table", STANDALONE)
+    conditional = table.policy_of(f"{method} {rule}").conditional
+    response = registry.request(method, path, headers={"If-Modified-Since": "whenever"})
+    assert response.status == (304 if conditional else 200), response
+    # The contract's conditional routes: R3, R6, R7, R9, R10, the image GETs.
+    assert conditional == rule.startswith("/v1/images/")
