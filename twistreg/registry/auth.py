@@ -48,6 +48,10 @@ class Access(enum.Enum):
     DELETE = "delete"
 
 
+#: The C{access} values a token may restrict itself to; any other value allows every route.
+_RESTRICTING = frozenset(access.value for access in Access)
+
+
 def _unauthorized() -> RegistryError:
     return RegistryError(401, "Requires authorization", {"WWW-Authenticate": "Token"})
 
@@ -200,7 +204,7 @@ class Authorizer:
         if repository is not None and repository.key != token_repository:
             raise _unauthorized()
         granted = pairs.get("access", "")
-        if granted in {a.value for a in Access} and granted != access.value:
+        if granted in _RESTRICTING and granted != access.value:
             raise _unauthorized()
         if not (
             token_repository is not None

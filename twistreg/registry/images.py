@@ -128,11 +128,8 @@ class Images:
         self._auth = auth
         self._json_hooks = json_hooks
 
-    def _exists(self, key: str) -> defer.Deferred[bool]:
-        return self._storage.exists(key)
-
     async def _require_not_in_progress(self, image_id: str) -> None:
-        if await self._exists(image_inprogress_key(image_id)):
+        if await self._storage.exists(image_inprogress_key(image_id)):
             raise _IN_PROGRESS
 
     async def _require_readable(self, image_id: str) -> None:
@@ -145,7 +142,7 @@ class Images:
         """R6 checks up to existence: whether the json exists."""
         await self._require_readable(image_id)
         await self._auth.check_private(authorization, image_id)
-        return await self._exists(image_json_key(image_id))
+        return await self._storage.exists(image_json_key(image_id))
 
     async def get_json(self, image_id: str) -> tuple[bytes, int | None, list[str]]:
         """The stored json, the layer size (None without a layer) and the payload checksums."""
@@ -166,7 +163,7 @@ class Images:
     async def check_ancestry(self, image_id: str) -> bool:
         """R7 checks up to existence (no private check, as in 0.9.1)."""
         await self._require_readable(image_id)
-        return await self._exists(image_ancestry_key(image_id))
+        return await self._storage.exists(image_ancestry_key(image_id))
 
     async def get_ancestry(self, image_id: str) -> list[str]:
         """
@@ -221,7 +218,7 @@ class Images:
             image_json = await self._storage.get_content(image_json_key(image_id))
         except KeyNotFound:
             raise not_found() from None
-        if await self._exists(image_layer_key(image_id)) and not await self._exists(
+        if await self._storage.exists(image_layer_key(image_id)) and not await self._storage.exists(
             image_inprogress_key(image_id)
         ):
             raise RegistryError(409, "Image already exists")
@@ -245,9 +242,9 @@ class Images:
             )
         if not payload_checksum:
             raise RegistryError(400, "Missing Image's checksum")
-        if not await self._exists(image_json_key(image_id)):
+        if not await self._storage.exists(image_json_key(image_id)):
             raise not_found()
-        if not await self._exists(image_inprogress_key(image_id)):
+        if not await self._storage.exists(image_inprogress_key(image_id)):
             raise RegistryError(409, "Cannot set this image checksum")
         try:
             stored = await self._storage.get_content(image_checksum_key(image_id))
@@ -280,11 +277,11 @@ class Images:
             if not (
                 isinstance(parent, str)
                 and is_image_id(parent)
-                and await self._exists(image_json_key(parent))
+                and await self._storage.exists(image_json_key(parent))
             ):
                 raise RegistryError(400, "Image depends on a non existing parent")
             await self._auth.check_parent(authorization, parent)
-        if await self._exists(image_json_key(image_id)) and not await self._exists(
+        if await self._storage.exists(image_json_key(image_id)) and not await self._storage.exists(
             image_inprogress_key(image_id)
         ):
             raise RegistryError(409, "Image already exists")
@@ -317,8 +314,8 @@ class Images:
         await self._require_readable(image_id)
         await self._auth.check_private(authorization, image_id)
         if not (
-            await self._exists(cache_key(image_id))
-            or await self._exists(image_layer_key(image_id))
+            await self._storage.exists(cache_key(image_id))
+            or await self._storage.exists(image_layer_key(image_id))
         ):
             raise not_found()
 
@@ -346,7 +343,7 @@ class Images:
             if files is not None:
                 return files
             log.warn("unreadable {key}: listing the layer again", key=key)
-        if not await self._exists(image_layer_key(image_id)):
+        if not await self._storage.exists(image_layer_key(image_id)):
             return None
         files, _ = await self._list_and_cache(image_id)
         return files
