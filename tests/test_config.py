@@ -14,6 +14,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twistreg import config
 from twistreg.config import (
     ConfigError,
+    RedisSettings,
+    S3Settings,
     ServerSettings,
     Settings,
     load_settings,
@@ -95,7 +97,8 @@ def test_absent_keys_differ_from_builtin(tmp_path: Path) -> None:
     assert settings.storage_path == "/tmp/registry"
     assert settings.registry_endpoints is None
     assert settings.mirroring_source is None
-    assert dict(settings.s3) == {}
+    assert settings.s3 is None
+    assert settings.cache is None and settings.cache_lru is None
     assert dict(settings.raw) == {}
 
 
@@ -109,7 +112,52 @@ def test_s3_storage_path_absent_is_empty(tmp_path: Path) -> None:
     settings = load(write(tmp_path, "dev: {storage: s3, s3_bucket: b}\n"))
     assert settings.storage == "s3"
     assert settings.storage_path == ""
-    assert dict(settings.s3) == {"s3_bucket": "b"}
+    assert settings.s3 == S3Settings(bucket="b")
+
+
+S3_KEYS = """\
+dev:
+    storage: s3
+    storage_path: /registry
+    boto_bucket: images
+    s3_region: ~
+    s3_secure: false
+    boto_host: 127.0.0.1
+    boto_port: "8333"
+    boto_calling_format: boto.s3.connection.OrdinaryCallingFormat
+    s3_use_sigv4: true
+    s3_part_size: 6291456
+    s3_timeout: 2.5
+    storage_redirect_expires: 60
+    s3_upload_max_age: 3600
+    cache: {host: redis, port: 6380, db: 2, password: secret}
+    cache_lru: {host: lru, ttl: 30}
+"""
+
+
+def test_s3_and_redis_keys(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, S3_KEYS))
+    assert settings.s3 == S3Settings(
+        bucket="images", secure=False, host="127.0.0.1", port=8333, path_style=True,
+        prefix="registry", part_size=6 * 1024 * 1024, timeout=2.5, redirect_expires=60,
+        upload_max_age=3600,
+    )
+    assert settings.cache == RedisSettings(host="redis", port=6380, db=2, password="secret")
+    assert settings.cache_lru == RedisSettings(host="lru", ttl=30)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("s3_part_size: 1024", "config key s3_part_size must be a whole number from 5242880"),
+        ("boto_port: x", "config key boto_port must be a whole number from 1 to 65535"),
+        ("s3_timeout: -1", "config key s3_timeout must be a number of seconds"),
+        ("cache_lru: {host: r, port: 0}", "config key cache_lru.port must be a whole number"),
+    ],
+)
+def test_bad_s3_and_redis_keys(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + message):
+        load(write(tmp_path, f"dev:\n    storage: s3\n    {line}\n"))
 
 
 def test_system_config_used_when_it_exists(tmp_path: Path) -> None:
@@ -439,8 +487,6 @@ def test_settings_are_read_only(tmp_path: Path) -> None:
         settings.debug = True  # type: ignore[misc]
     with pytest.raises(TypeError):
         settings.raw["mirroring"]["source"] = "y"  # type: ignore[index]
-    with pytest.raises(TypeError):
-        settings.s3["s3_bucket"] = "c"  # type: ignore[index]
 
 
 # -- ignored keys --------------------------------------------------------------------------------
@@ -473,8 +519,6 @@ def test_one_warning_per_ignored_key(tmp_path: Path, log_events: list) -> None:
     assert keys == [
         "privileged_key",
         "mirroring.tags_cache_ttl",
-        "cache.host",
-        "cache_lru.host",
         "email_exceptions.smtp_host",
         "bugsnag",
         "cors.origins",
@@ -700,15 +744,12 @@ def test_sample_dev_and_test() -> None:
 def test_sample_s3_keys() -> None:
     environ = {"AWS_BUCKET": "images", "AWS_KEY": "AKIA", "AWS_SECRET": "s3cr/t+"}
     prod = load(str(SAMPLE), flavor="prod", environ=environ)
-    assert prod.s3["s3_bucket"] == "images"
-    assert prod.s3["boto_bucket"] == "images"
-    assert prod.s3["s3_secret_key"] == "s3cr/t+"
-    assert prod.s3["s3_encrypt"] is True
-    assert prod.s3["s3_secure"] is True
-    assert prod.s3["s3_region"] is None
+    assert prod.s3 == S3Settings(
+        bucket="images", access_key="AKIA", secret_key="s3cr/t+", encrypt=True, secure=True,
+        region="us-east-1", prefix="prod",
+    )
     ceph = load(str(SAMPLE), flavor="ceph-s3")
-    assert ceph.s3["s3_encrypt"] is False
-    assert ceph.s3["boto_debug"] == 0
+    assert ceph.s3 is not None and ceph.s3.encrypt is False
 
 
 def test_sample_reports_ignored_keys_set_by_environment(log_events: list) -> None:
@@ -722,7 +763,6 @@ def test_sample_reports_ignored_keys_set_by_environment(log_events: list) -> Non
     assert settings.mirroring_source == "https://registry-1.docker.io"
     assert [event["key"] for event in log_events] == [
         "mirroring.tags_cache_ttl",
-        "cache.host",
         "bugsnag",
         "cloudfront",
     ]

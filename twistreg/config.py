@@ -37,6 +37,16 @@ DEFAULT_WSGI_THREADS = 16
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # "sqlalchemy" is the 0.9.1 spelling; it means the same SQLite/PostgreSQL index.
 SEARCH_BACKENDS = ("sqlalchemy", "sqlite", "postgresql")
+MiB = 1024 * 1024
+# S3 refuses parts under 5 MiB (but the last) and over 5 GiB; two parts are held per upload.
+DEFAULT_S3_PART_SIZE = 8 * MiB
+S3_PART_SIZES = (5 * MiB, 5 * 1024 * MiB)
+DEFAULT_S3_TIMEOUT = 10.0
+# 0.9.1 signed its layer redirects for 1,200 s.
+DEFAULT_REDIRECT_EXPIRES = 1200.0
+# A multipart upload older than this is left over from a node that died mid-push.
+DEFAULT_UPLOAD_MAX_AGE = 86400.0
+DEFAULT_CACHE_TTL = 3600.0
 SUPPORTED_STORAGE = ("local", "s3")
 
 # The settings used when no config file is found (the "built-in" column of §10.2). Every key
@@ -58,8 +68,6 @@ BUILTIN_FLAVOR: Mapping[str, Any] = MappingProxyType(
 # the dotted name is its enabling key; "cloudfront" counts as set when any of its keys is.
 IGNORED_KEYS = (
     "privileged_key",
-    "cache.host",
-    "cache_lru.host",
     "email_exceptions.smtp_host",
     "bugsnag",
     "cors.origins",
@@ -122,11 +130,62 @@ class ServerSettings:
 
 
 @attrs.frozen
+class S3Settings:
+    """
+    The C{storage: s3} keys (docs/storage.md), as 0.9.1 read them, plus twistreg's own.
+
+    @ivar bucket: C{s3_bucket}, else C{boto_bucket}; C{None} is refused when the server starts.
+    @ivar region: C{s3_region}; null means C{us-east-1}.
+    @ivar access_key: with C{secret_key}; both C{None} means the usual AWS credential chain.
+    @ivar secure: C{s3_secure}: HTTPS. Absent means HTTPS (0.9.1 fell back to plain HTTP).
+    @ivar host: C{boto_host}, a custom endpoint; C{None} is AWS's for the region.
+    @ivar path_style: C{boto_calling_format} names C{OrdinaryCallingFormat}: the bucket goes in
+        the path, not the host name.
+    @ivar prefix: C{storage_path} without its leading C{/}: the start of every object key.
+    @ivar part_size: C{s3_part_size}: bytes per part of a multipart layer upload.
+    @ivar timeout: C{s3_timeout}: seconds S3 may stay silent before the request fails.
+    @ivar redirect_expires: C{storage_redirect_expires}: seconds a redirect URL stays valid.
+    @ivar upload_max_age: C{s3_upload_max_age}: seconds after which an unfinished multipart
+        upload is a crashed node's and is aborted.
+    """
+
+    bucket: str | None
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: str | None = None
+    secure: bool = True
+    encrypt: bool = False
+    host: str | None = None
+    port: int | None = None
+    path_style: bool = False
+    prefix: str = ""
+    part_size: int = DEFAULT_S3_PART_SIZE
+    timeout: float = DEFAULT_S3_TIMEOUT
+    redirect_expires: float = DEFAULT_REDIRECT_EXPIRES
+    upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE
+
+
+@attrs.frozen
+class RedisSettings:
+    """
+    A Redis server: C{cache} (what nodes share) or C{cache_lru} (small-object cache).
+
+    @ivar ttl: seconds a cached value lives (C{cache_lru.ttl}).
+    """
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+    ttl: float = DEFAULT_CACHE_TTL
+
+
+@attrs.frozen
 class Settings:
     """
     Everything the registry needs from its configuration, validated once at load time.
 
-    Mappings (C{s3}, C{raw} and the mappings inside them) are read-only views, and YAML lists
+    C{raw} and the mappings inside it are read-only views, and YAML lists
     inside them are tuples, so a loaded configuration cannot be changed by accident.
 
     @ivar flavor: the selected flavor (reported by R1 in debug mode).
@@ -139,7 +198,9 @@ class Settings:
     @ivar mirroring_timeout: seconds the mirror's upstream may take to answer.
     @ivar storage: C{"local"}, C{"s3"}, or the lower-cased name of an unsupported driver, which
         L{require_supported_storage} rejects when the server starts.
-    @ivar s3: the C{s3_*} and C{boto_*} keys of the flavor, as given.
+    @ivar s3: the S3 keys when C{storage} is C{s3}, else C{None}.
+    @ivar cache: the Redis that nodes share (token validations), or C{None}.
+    @ivar cache_lru: the Redis small-object cache in front of storage, or C{None}.
     @ivar raw: the whole selected flavor after C{_env:} expansion (the built-in defaults when no
         file was found).
     """
@@ -164,7 +225,9 @@ class Settings:
     mirroring_timeout: float
     storage: str
     storage_path: str
-    s3: Mapping[str, Any]
+    s3: S3Settings | None
+    cache: RedisSettings | None
+    cache_lru: RedisSettings | None
     server: ServerSettings
     raw: Mapping[str, Any]
 
@@ -490,13 +553,9 @@ def _build(
         mirroring_timeout=_seconds_or("config key mirroring.timeout", mirroring.get("timeout")),
         storage=storage,
         storage_path=storage_path,
-        s3=_freeze(
-            {
-                name: value
-                for name, value in raw.items()
-                if isinstance(name, str) and name.startswith(("s3_", "boto_"))
-            }
-        ),
+        s3=_s3(raw, storage_path) if storage == "s3" else None,
+        cache=_redis(raw, "cache"),
+        cache_lru=_redis(raw, "cache_lru"),
         server=_server(_section(raw, "server"), given),
         raw=_freeze(raw),
     )
@@ -573,6 +632,56 @@ def _section(raw: Mapping[Any, Any], name: str) -> Mapping[Any, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"config key {name} must be a mapping, not {_kind(value)}")
     return value
+
+
+def _s3(raw: Mapping[Any, Any], storage_path: str) -> S3Settings:
+    """The S3 keys (docs/storage.md); a missing bucket is refused at start, not here."""
+
+    def text(name: str) -> str | None:
+        return _text(f"config key {name}", raw.get(name))
+
+    def seconds(name: str, default: float) -> float:
+        return _seconds_or(f"config key {name}", raw.get(name), default)
+
+    port = raw.get("boto_port")
+    calling_format = text("boto_calling_format") or ""
+    secure = raw.get("s3_secure")
+    part_size = raw.get("s3_part_size")
+    return S3Settings(
+        bucket=text("s3_bucket") or text("boto_bucket"),
+        region=text("s3_region") or "us-east-1",
+        access_key=text("s3_access_key"),
+        secret_key=text("s3_secret_key"),
+        secure=True if secure is None else bool(secure),
+        encrypt=bool(raw.get("s3_encrypt")),
+        host=text("boto_host"),
+        port=None if port in (None, "") else _integer(
+            "config key boto_port", port, minimum=1, maximum=65535),
+        path_style="OrdinaryCallingFormat" in calling_format,
+        prefix=storage_path.lstrip("/"),
+        part_size=DEFAULT_S3_PART_SIZE if part_size is None else _integer(
+            "config key s3_part_size", part_size, *S3_PART_SIZES),
+        timeout=seconds("s3_timeout", DEFAULT_S3_TIMEOUT),
+        redirect_expires=seconds("storage_redirect_expires", DEFAULT_REDIRECT_EXPIRES),
+        upload_max_age=seconds("s3_upload_max_age", DEFAULT_UPLOAD_MAX_AGE),
+    )
+
+
+def _redis(raw: Mapping[Any, Any], name: str) -> RedisSettings | None:
+    """A Redis section (C{cache}, C{cache_lru}); C{None} when its C{host} is unset, as in 0.9.1."""
+    section = _section(raw, name)
+    host = _text(f"config key {name}.host", section.get("host"))
+    if not host:
+        return None
+    port, db = section.get("port"), section.get("db")
+    return RedisSettings(
+        host=host,
+        port=6379 if port in (None, "") else _integer(
+            f"config key {name}.port", port, minimum=1, maximum=65535),
+        db=0 if db in (None, "") else _integer(f"config key {name}.db", db),
+        password=_text(f"config key {name}.password", section.get("password")),
+        ttl=_seconds_or(f"config key {name}.ttl", section.get("ttl"), DEFAULT_CACHE_TTL),
+    )
 
 
 def _storage_name(value: Any) -> str:
