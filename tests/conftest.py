@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
-from tests import postgres
+from tests import postgres, services
 from tests.server import Server
 from tests.test_storage_local import read_only
 
@@ -70,3 +70,48 @@ def postgresql():
     server = postgres.PostgresServer(postgres.find_binaries()).start()
     yield server
     server.stop()
+
+
+def _unavailable(what: str, reason: str | None) -> None:
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs {what}: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs():
+    """
+    A real S3 for the session: SeaweedFS on 127.0.0.1 with the bucket C{twistreg}
+    (tests/services.py). Without it the tests using it are skipped, with the reason, except on
+    CI (C{CI=true}), where they fail.
+    """
+    _unavailable("SeaweedFS", services.unavailable_seaweedfs())
+    server = services.SeaweedServer(services.weed_binary())
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        server.remove()
+
+
+@pytest.fixture
+def s3_prefix(seaweedfs):
+    """A key prefix in the SeaweedFS bucket of this test's own (C{/t-<n>-<random>})."""
+    return seaweedfs.fresh_prefix()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """
+    A real Redis on 127.0.0.1 for the session (tests/services.py), without a password. Without
+    one the tests using it are skipped, with the reason, except on CI (C{CI=true}), where they
+    fail.
+    """
+    _unavailable("Redis", services.unavailable_redis())
+    server = services.RedisServer(services.redis_binary())
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        server.remove()
