@@ -115,3 +115,33 @@ def redis_server():
     finally:
         server.stop()
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def in_reactor():
+    """
+    The global reactor, running in a thread for the rest of the session, for tests of code
+    that talks to real servers (S3, Redis) in this process: C{in_reactor(f, *args)} calls
+    C{f} in the reactor thread and waits for its result (a Deferred or coroutine settles
+    first).
+    """
+    import threading
+
+    from twisted.internet import defer, reactor, threads
+
+    thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
+                              name="reactor", daemon=True)
+    thread.start()
+
+    def call(function, *args, **kwargs):
+        def start():
+            result = function(*args, **kwargs)
+            if hasattr(result, "__await__") and not isinstance(result, defer.Deferred):
+                result = defer.ensureDeferred(result)
+            return result
+
+        return threads.blockingCallFromThread(reactor, start)
+
+    yield call
+    reactor.callFromThread(reactor.stop)
+    thread.join(10)

@@ -52,13 +52,17 @@ def spawned(server: Server, generation: int) -> int:
 def test_a_configuration_the_master_refuses(pool, manager):
     server, config = pool
     old = server.worker_pids()
-    config.write_text("dev:\n  storage: s3\n  s3_bucket: bucket\n")
+    config.write_text(
+        "dev:\n  storage: s3\n  s3_bucket: bucket\n  s3_access_key: k\n  s3_secret_key: s\n"
+        "  s3_secure: false\n  boto_host: 127.0.0.1\n  boto_port: 9\n"
+        "  boto_calling_format: OrdinaryCallingFormat\n")
     server.signal(signal.SIGHUP)
     assert "RELOADING" in manager.wait_for("RELOADING")
     assert manager.wait_for("READY")["STATUS"] == "serving (worker generation 0)"
     server.wait_for(lambda: failed_reloads(server))
     assert failed_reloads(server) == [
-        "storage driver 's3' is not available in this version; generation 0 serves on"]
+        "cannot reach S3 at http://127.0.0.1:9: [Errno 111] Connection refused;"
+        " generation 0 serves on"]
     assert spawned(server, 1) == 0
     assert all(alive(pid) for pid in old)
     assert server.request("GET", "/v1/_ping").status == 200

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import Service
+from twisted.internet.testing import MemoryReactor
 
 from tests.server import plugin_module
 from tests.test_arbiter import ProcessReactor
@@ -114,21 +115,29 @@ def test_a_read_only_storage_path_stops_the_start_before_any_worker(tmp_path,
 def test_what_every_worker_would_fail_on_is_checked_first(tmp_path, overrides, message):
     settings, _ = settings_for(tmp_path, **overrides)
     with pytest.raises(ConfigError) as caught:
-        check_settings(settings)
+        check_settings(settings, MemoryReactor())
     assert str(caught.value) == message
 
 
-def test_an_unavailable_storage_driver_is_refused(tmp_path):
-    settings, _ = settings_for(tmp_path, "dev:\n  storage: s3\n  s3_bucket: b\n")
-    with pytest.raises(ConfigError, match="storage driver 's3' is not available"):
-        check_settings(settings)
+@pytest.mark.parametrize(("keys", "message"), [
+    ("", "storage s3 needs a bucket: set s3_bucket (or boto_bucket)"),
+    ("  s3_bucket: b\n  s3_access_key: k\n  s3_secret_key: s\n  s3_secure: false\n"
+     "  boto_host: 127.0.0.1\n  boto_port: 9\n"
+     "  boto_calling_format: boto.s3.connection.OrdinaryCallingFormat\n",
+     "cannot reach S3 at http://127.0.0.1:9: [Errno 111] Connection refused"),
+])
+def test_an_unusable_s3_is_one_line(tmp_path, keys, message):
+    settings, _ = settings_for(tmp_path, "dev:\n  storage: s3\n" + keys)
+    with pytest.raises(ConfigError) as caught:
+        check_settings(settings, MemoryReactor())
+    assert str(caught.value) == message
 
 
 def test_the_wsgi_module_is_found_not_imported(tmp_path, monkeypatch):
     (tmp_path / "side_effect_app.py").write_text("raise SystemExit('imported')\n")
     monkeypatch.chdir(tmp_path)
     settings, _ = settings_for(tmp_path, **{"server.wsgi": "side_effect_app:app"})
-    check_settings(settings)
+    check_settings(settings, MemoryReactor())
 
 
 # -- reload --------------------------------------------------------------------------------------
@@ -149,15 +158,15 @@ def started_pool(tmp_path):
 def test_a_reload_that_cannot_work_keeps_the_workers(tmp_path, events):
     pool, reactor, told = started_pool(tmp_path)
     try:
-        (tmp_path / "config.yml").write_text("dev:\n  storage: s3\n  s3_bucket: b\n")
+        (tmp_path / "config.yml").write_text("dev:\n  storage: swift\n")
         pool.reload()
         assert len(reactor.spawned) == 1 and reactor.spawned[0].signals == []
         assert told == ["serving (worker generation 0)", "reloading",
                         "serving (worker generation 0)"]
         [failed] = [e for e in events if e.get("pool_event") == "reload_failed"]
         assert failed["log_level"].name == "error"
-        assert failed["reason"] == ("storage driver 's3' is not available in this version;"
-                                    " generation 0 serves on")
+        assert failed["reason"] == ("storage driver 'swift' is not supported (supported: local,"
+                                    " file, s3); generation 0 serves on")
         # The configuration in force is still the old one: a HUP after a fix works.
         assert pool.settings.storage == "local"
         (tmp_path / "config.yml").write_text("dev:\n  standalone: true\n")

@@ -46,7 +46,7 @@ def registry_resource(
         cannot be written (one line).
     """
     settings = load_settings(config, flavor, overrides)
-    check_storage(settings)
+    check_storage(settings, reactor)
     registry = build_registry(settings, reactor)
     start_registry(registry, reactor)
     return _resource(registry)

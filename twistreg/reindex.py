@@ -61,7 +61,7 @@ async def _reindex(reactor, options: argparse.Namespace) -> None:
             options.config, options.flavor, {"storage_path": options.storage_path}
         )
         require_supported_storage(settings)
-        storage = open_storage(settings)
+        storage = open_storage(settings, reactor)
         # A storage path with a typo would be created, and an empty index built from it.
         if IMaintainable.providedBy(storage):
             storage.check_present()

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from treq.client import HTTPClient
 from twisted.application import service
-from twisted.internet import defer, threads
+from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -39,11 +39,14 @@ from twistreg.server.arbiter import PoolConfig, PreforkService
 from twistreg.server.interfaces import IWorkerApplication
 from twistreg.server.logfiles import ReopenableStream
 from twistreg.storage import open_storage
-from twistreg.storage.interface import IMaintainable, IStorage
+from twistreg.storage.interface import IMaintainable, IStaleUploads, IStorage
 from twistreg.web.site import RegistrySite
 from twistreg.web.wsgi import WSGI_APPLICATION, WSGIContainer, load_wsgi_application
 
 log = Logger()
+
+# How often what dead writers left behind is looked for (S3 keeps a day's grace itself).
+PURGE_INTERVAL = 3600.0
 
 
 def build_registry(settings: Settings, reactor) -> Registry:
@@ -55,7 +58,7 @@ def build_registry(settings: Settings, reactor) -> Registry:
         be used.
     """
     require_supported_storage(settings)
-    storage = open_storage(settings)
+    storage = open_storage(settings, reactor)
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
     index_client = None
     if not settings.standalone:
@@ -119,7 +122,7 @@ def open_access_log(target: str | None) -> IO[str] | ReopenableStream | None:
 # -- the checks at start and reload ----------------------------------------------------------------
 
 
-def check_storage(settings: Settings) -> IStorage:
+def check_storage(settings: Settings, reactor) -> IStorage:
     """
     The storage the settings name, once proven usable: a driver this version has, and (for
     drivers that say how, L{IMaintainable}) a place a push can write to.
@@ -127,13 +130,13 @@ def check_storage(settings: Settings) -> IStorage:
     @raise ConfigError: one line naming the storage and the problem.
     """
     require_supported_storage(settings)
-    storage = open_storage(settings)
+    storage = open_storage(settings, reactor)
     if IMaintainable.providedBy(storage):
         storage.check_writable()
     return storage
 
 
-def check_settings(settings: Settings) -> None:
+def check_settings(settings: Settings, reactor) -> None:
     """
     What a start and a reload check in the master, before any worker is started: what
     would otherwise fail in every worker (a storage driver it lacks, a WSGI module that is
@@ -144,7 +147,7 @@ def check_settings(settings: Settings) -> None:
     """
     server = settings.server
     if server.serves_registry:
-        check_storage(settings)
+        check_storage(settings, reactor)
     if server.wsgi is not None:
         find_application(server.wsgi, WSGI_APPLICATION)
     access_log = open_access_log(server.access_log)
@@ -179,6 +182,7 @@ class RegistryService(service.Service):
                                multiprocess=False)
         self.registry = self.site.registry
         self.ports: list[IListeningPort] = []
+        self._janitor: task.LoopingCall | None = None
         self._endpoints = [parse_endpoint(reactor, d) for d in settings.server.endpoints()]
 
     def startService(self) -> None:
@@ -198,7 +202,7 @@ class RegistryService(service.Service):
         if self.site.wsgi is not None:
             self.site.wsgi.start()
         if self.registry is not None:
-            start_registry(self.registry, self._reactor, self._on_fatal)
+            self._janitor = start_registry(self.registry, self._reactor, self._on_fatal)
         self._on_ready("serving")
 
     def _listening(self, port: IListeningPort) -> None:
@@ -207,6 +211,8 @@ class RegistryService(service.Service):
 
     def stopService(self) -> defer.Deferred:
         """Stop listening; in-flight requests are left to finish, but WSGI ones are cut."""
+        if self._janitor is not None and self._janitor.running:
+            self._janitor.stop()
         if self.running:
             super().stopService()
         if self.site.wsgi is not None:
@@ -217,10 +223,15 @@ class RegistryService(service.Service):
 
 def start_registry(
     registry: Registry, reactor, on_fatal: Callable[[Exception], object] | None = None
-) -> None:
-    """A registry's background work at start: sweep stale upload files, open its search."""
-    sweep_temporary_files(reactor, registry.storage)
+) -> task.LoopingCall:
+    """
+    A registry's background work at start: open its search, and purge what writers that
+    died left behind, now and every hour.
+
+    @return: the hourly purge; stop it when the registry stops.
+    """
     start_search(registry.search, registry.storage, reactor, on_fatal)
+    return purge_uploads_hourly(reactor, registry.storage)
 
 
 def start_search(
@@ -251,16 +262,27 @@ def start_search(
     defer.ensureDeferred(open_and_fill()).addErrback(failed)
 
 
-def sweep_temporary_files(reactor, storage: IStorage) -> None:
-    """Remove, in a thread, what uploads of dead processes left (storage that has any)."""
-    if not IMaintainable.providedBy(storage):
-        return
-    threads.deferToThreadPool(
-        reactor, reactor.getThreadPool(), storage.sweep_temporary
-    ).addCallbacks(
-        lambda count: count and log.info("removed {count} stale temporary files", count=count),
-        lambda failure: log.failure("sweeping temporary files failed", failure),
-    )
+def purge_uploads_hourly(reactor, storage: IStorage) -> task.LoopingCall:
+    """
+    Remove what uploads of dead writers left (storage that has any), now and every hour: a
+    node of a cluster may die mid-push at any time, and its S3 multipart upload stays.
+
+    @return: the running job; stop it when the registry stops.
+    """
+
+    def purge() -> defer.Deferred[None] | None:
+        if not IStaleUploads.providedBy(storage):
+            return None
+        return storage.purge_stale_uploads().addCallbacks(
+            lambda count: count and log.info("removed {count} stale uploads", count=count),
+            lambda failure: log.warn("purging stale uploads failed: {why}",
+                                     why=failure.getErrorMessage()),
+        )
+
+    job = task.LoopingCall(purge)
+    job.clock = reactor
+    job.start(PURGE_INTERVAL)
+    return job
 
 
 def _log_serving(settings: Settings, address: str) -> None:
@@ -369,6 +391,7 @@ class PreforkRegistryService(PreforkService):
     ) -> None:
         self.settings = settings
         self._search = None
+        self._janitor: task.LoopingCall | None = None
         if settings.server.serves_registry:
             require_supported_storage(settings)
             # The master creates (and fills) a new search index once, before workers use it.
@@ -420,7 +443,7 @@ class PreforkRegistryService(PreforkService):
         """
         settings = load_settings(self._sources["config"], self._sources["flavor"],
                                  _overrides(self._sources["overrides"]))
-        check_settings(settings)
+        check_settings(settings, self._reactor)
         if settings.server.endpoints() != self.settings.server.endpoints():
             log.warn("reload: the listen endpoints changed; restart the server to apply that")
         if worker_count(settings) == 0:
@@ -432,12 +455,14 @@ class PreforkRegistryService(PreforkService):
         super().startService()
         if not self.settings.server.serves_registry:
             return
-        # Once, here: workers come and go, and a sweep in each would race with the others.
-        storage = open_storage(self.settings)
-        sweep_temporary_files(self._reactor, storage)
+        # Once, here: workers come and go, and a purge in each would race with the others.
+        storage = open_storage(self.settings, self._reactor)
+        self._janitor = purge_uploads_hourly(self._reactor, storage)
         start_search(self._search, storage, self._reactor, self._fatal)
 
     def stopService(self) -> defer.Deferred[None]:
+        if self._janitor is not None and self._janitor.running:
+            self._janitor.stop()
         stopped = super().stopService()
         if self._search is not None:
             self._search.close()
@@ -472,7 +497,7 @@ def make_service(
     @param argv: the command line the workers present as theirs.
     @raise ConfigError: the settings cannot be served (one line).
     """
-    check_settings(settings)
+    check_settings(settings, reactor)
     if worker_count(settings) == 0:
         return RegistryService(settings, reactor, on_fatal=on_fatal, on_ready=on_ready)
     return PreforkRegistryService(

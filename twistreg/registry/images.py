@@ -31,7 +31,7 @@ from twistreg.layout import (
 from twistreg.registry import layerfiles
 from twistreg.registry.auth import Authorizer, Token
 from twistreg.registry.documents import parse_json
-from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
+from twistreg.storage.interface import IRedirectable, IStorage, IWriter, KeyNotFound
 from twistreg.tarfiles import LayerFormatError
 
 log = Logger()
@@ -205,6 +205,15 @@ class Images:
             return await self._storage.size(image_layer_key(image_id))
         except KeyNotFound:
             return None
+
+    def layer_url(self, image_id: str) -> str | None:
+        """
+        R3 step 8: a URL the client can fetch the layer from itself, on a store that gives
+        such URLs (S3); None when layers are sent from here.
+        """
+        if not IRedirectable.providedBy(self._storage):
+            return None
+        return self._storage.redirect_url(image_layer_key(image_id))
 
     def stream_layer(self, image_id: str, consumer, offset: int, length: int) -> defer.Deferred:
         """Send C{length} bytes of the layer from C{offset} to C{consumer}."""

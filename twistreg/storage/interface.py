@@ -5,9 +5,28 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
+from twistreg.errors import RegistryError
+
 
 class KeyNotFound(Exception):
     """The key names nothing stored."""
+
+
+class StorageUnavailable(RegistryError):
+    """
+    The store cannot be reached, stays silent, or fails: every route answers C{503}.
+
+    @ivar reason: what happened, for the log (never sent to the client).
+    @ivar timed_out: the store stopped answering (not worth retrying).
+    """
+
+    def __init__(self, reason: str, *, timed_out: bool = False) -> None:
+        super().__init__(503, "Storage unavailable")
+        self.reason = reason
+        self.timed_out = timed_out
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class IWriter(Interface):
@@ -76,8 +95,8 @@ class IStorage(Interface):
 
 class IMaintainable(Interface):
     """
-    Optional, beside L{IStorage}: a driver with upkeep that the server's master process does
-    once at start (and a reload checks again), for every worker. Both methods block.
+    Optional, beside L{IStorage}: checks that the server's master process does once at start
+    (and a reload again), for every worker. Both methods block.
     """
 
     def check_present():
@@ -93,9 +112,20 @@ class IMaintainable(Interface):
         @raise twistreg.config.ConfigError: one line naming the storage and the problem.
         """
 
-    def sweep_temporary():
-        """
-        Delete what writes of dead processes left behind.
 
-        @return: how many files were removed.
-        """
+class IStaleUploads(Interface):
+    """
+    Optional beside L{IStorage}: a driver where a writer that died leaves unfinished uploads
+    behind (temporary files, multipart uploads). Cleaned at start, hourly, and by
+    C{python -m twistreg purge-uploads}; never an upload a live writer is still sending.
+    """
+
+    def purge_stale_uploads():
+        """@return: a Deferred firing with how many leftovers were removed."""
+
+
+class IRedirectable(Interface):
+    """Optional beside L{IStorage}: a store clients can download from directly."""
+
+    def redirect_url(key: str) -> str:
+        """A URL that serves C{key} to anyone for a while (C{storage_redirect})."""

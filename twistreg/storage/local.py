@@ -15,14 +15,20 @@ import secrets
 import shutil
 from typing import BinaryIO
 
-from twisted.internet import defer
-from twisted.internet.interfaces import IConsumer, IPullProducer
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IConsumer, IPullProducer, IReactorThreads
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from twistreg.config import ConfigError
 from twistreg.layout import IMAGES, REPOSITORIES
-from twistreg.storage.interface import IMaintainable, IStorage, IWriter, KeyNotFound
+from twistreg.storage.interface import (
+    IMaintainable,
+    IStaleUploads,
+    IStorage,
+    IWriter,
+    KeyNotFound,
+)
 
 log = Logger()
 
@@ -132,18 +138,21 @@ class _RangeProducer:
         self._consumer.unregisterProducer()
 
 
-@implementer(IStorage, IMaintainable)
+@implementer(IStorage, IMaintainable, IStaleUploads)
 class LocalStorage:
     """
     IStorage over a directory.
 
     @param root: the C{storage_path}; created when missing (see L{check_writable}).
+    @param reactor: runs L{purge_stale_uploads}'s walk in its thread pool (default: the
+        global reactor).
     """
 
     name = "local"
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, reactor: IReactorThreads | None = None) -> None:
         self.root = os.path.abspath(root)
+        self._reactor = reactor
 
     def _path(self, key: str) -> str:
         path = os.path.normpath(os.path.join(self.root, key))
@@ -250,6 +259,13 @@ class LocalStorage:
         except OSError as error:
             raise ConfigError(
                 f"cannot write to storage path {self.root}: {error.strerror}") from None
+
+    def purge_stale_uploads(self) -> defer.Deferred[int]:
+        """L{sweep_temporary} in a thread."""
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor  # type: ignore[no-redef]
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), self.sweep_temporary)
 
     def sweep_temporary(self) -> int:
         """

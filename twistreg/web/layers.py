@@ -47,11 +47,17 @@ async def send_layer(
     request: IRequest, images: Images, settings: Settings, image_id: str, size: int,
     now: float, range_header: str | None,
 ) -> bytes:
-    """R3 from step 7 on: X-Accel-Redirect, then the ranged or whole layer."""
+    """R3 from step 7 on: X-Accel-Redirect, S3's redirect, then the ranged or whole layer."""
     if settings.nginx_x_accel_redirect and settings.storage == "local":
         _layer_headers(request, now, 0)
         target = f"{settings.nginx_x_accel_redirect}/{image_layer_key(image_id)}"
         request.setHeader(b"X-Accel-Redirect", target.encode())
+        return b""
+    redirect = images.layer_url(image_id) if settings.storage_redirect else None
+    if redirect is not None:
+        request.setResponseCode(302)
+        request.setHeader(b"Location", redirect.encode())
+        request.setHeader(b"Content-Length", b"0")
         return b""
     span = parse_range(range_header, size)
     if span is UNSATISFIABLE:
