@@ -1,0 +1,523 @@
+# -*- test-case-name: tests.test_storage_s3 -*-
+"""
+Talking to an S3-compatible store: URLs, botocore's SigV4 signer, treq over a persistent
+connection pool, time limits and retries.
+
+Nothing here blocks the reactor except L{S3Client.call_blocking}, which the start-up checks
+use before (or outside) the reactor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+from xml.etree import ElementTree
+
+import attrs
+from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth, S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.session import get_session
+from treq.client import HTTPClient
+from twisted.internet import defer, error, task
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from twistreg.config import ConfigError, S3Settings
+from twistreg.storage.interface import KeyNotFound, StorageUnavailable
+
+log = Logger()
+
+# Reads are tried this many times in all, after these pauses: a refused or reset connection
+# gets its 503 well within 5 s.
+_READ_ATTEMPTS = 3
+_BACKOFF = (0.1, 0.5)
+# Bytes handed to the connection at a time when sending a body: progress is seen per chunk.
+_SEND_CHUNK = 256 * 1024
+# S3 closes idle connections after about 20 s; reusing one it closed fails a PUT.
+_IDLE_CONNECTION_SECONDS = 15
+_CONNECTIONS_PER_HOST = 16
+
+
+@attrs.frozen
+class S3Response:
+    """A whole (small) answer."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class S3Error(Exception):
+    """S3 answered with an error status; C{code} is its C{<Code>} (C{NoSuchKey}...)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+
+
+def xml_elements(body: bytes, name: str) -> list[ElementTree.Element]:
+    """Every element called C{name} in an S3 XML answer, whatever its namespace."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        raise StorageUnavailable("S3 sent XML that does not parse") from None
+    return [element for element in root.iter() if element.tag.rsplit("}", 1)[-1] == name]
+
+
+def xml_text(element: ElementTree.Element, name: str) -> str | None:
+    """The text of C{element}'s first child called C{name}."""
+    for child in element:
+        if child.tag.rsplit("}", 1)[-1] == name:
+            return child.text or ""
+    return None
+
+
+def _error_of(status: int, body: bytes) -> S3Error:
+    code, message = "", ""
+    if body.lstrip().startswith(b"<"):
+        try:
+            root = ElementTree.fromstring(body)
+            code = xml_text(root, "Code") or ""
+            message = xml_text(root, "Message") or ""
+        except ElementTree.ParseError:
+            pass
+    return S3Error(status, code or f"HTTP{status}", message)
+
+
+class _Signer(S3SigV4Auth):
+    """SigV4 with a payload hash given by the caller (bodies that stream are not hashed)."""
+
+    def __init__(self, credentials: Credentials, region: str, payload_hash: str) -> None:
+        super().__init__(credentials, "s3", region)
+        self._payload_hash = payload_hash
+
+    def payload(self, request: AWSRequest) -> str:
+        return self._payload_hash
+
+
+class Watchdog:
+    """
+    Fails a transfer when no byte moved for C{timeout} seconds; paused while the other end
+    of the transfer is the slow one (our client, not S3).
+    """
+
+    def __init__(self, clock: IReactorTime, timeout: float, expire) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._expire = expire
+        self._last = clock.seconds()
+        self._call: IDelayedCall | None = clock.callLater(timeout, self._check)
+
+    def kick(self) -> None:
+        """Bytes moved."""
+        self._last = self._clock.seconds()
+
+    def pause(self) -> None:
+        self.stop()
+
+    def resume(self) -> None:
+        if self._call is None:
+            self._last = self._clock.seconds()
+            self._call = self._clock.callLater(self._timeout, self._check)
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _check(self) -> None:
+        idle = self._clock.seconds() - self._last
+        if idle >= self._timeout:
+            self._call = None
+            self._expire()
+        else:
+            self._call = self._clock.callLater(self._timeout - idle, self._check)
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body sent in chunks, so that a silent store is noticed while it is sent."""
+
+    def __init__(self, data: bytes, watchdog: Watchdog) -> None:
+        self._data = data
+        self.length = len(data)
+        self._offset = 0
+        self._watchdog = watchdog
+        self._paused = False
+        self._consumer: IConsumer | None = None
+        self._done: defer.Deferred[None] | None = None
+
+    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
+        self._consumer = consumer
+        self._done = defer.Deferred()
+        self._send()
+        return self._done
+
+    def _send(self) -> None:
+        assert self._consumer is not None and self._done is not None
+        while not self._paused and self._offset < self.length:
+            # The connection takes bytes only (a memoryview is refused).
+            chunk = self._data[self._offset:self._offset + _SEND_CHUNK]
+            self._offset += len(chunk)
+            self._watchdog.kick()
+            self._consumer.write(chunk)
+        if self._offset >= self.length and not self._done.called:
+            self._done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._done is not None and not self._done.called:
+            self._send()
+
+    def stopProducing(self) -> None:
+        self._offset = self.length
+        if self._done is not None and not self._done.called:
+            self._done.errback(defer.CancelledError())
+
+
+class _Collect(Protocol):
+    """Gathers a (small) body; a store silent for the timeout fails it."""
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self._watchdog = Watchdog(clock, timeout, self._silent)
+        self._timeout = timeout
+        self._chunks: list[bytes] = []
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._watchdog.kick()
+        self._chunks.append(data)
+
+    def _silent(self) -> None:
+        self.done.errback(silent_store(self._timeout))
+        self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._watchdog.stop()
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self._chunks))
+        else:
+            self.done.errback(StorageUnavailable(
+                f"S3 answer broke off: {_reason(reason)}"))
+
+
+def silent_store(timeout: float) -> StorageUnavailable:
+    return StorageUnavailable(f"S3 sent nothing for {timeout:g} s", timed_out=True)
+
+
+@implementer(IPushProducer)
+class BodyPipe(Protocol):
+    """
+    Writes a response body to a consumer as it arrives, pausing the store's connection while
+    the consumer is full (back-pressure both ways) and stopping it when the consumer goes.
+
+    @ivar done: fires once C{length} bytes were written; fails on a short body, a store
+        silent for C{timeout} seconds while the consumer wanted more, or a consumer that
+        stopped.
+    """
+
+    def __init__(self, consumer: IConsumer, length: int, clock: IReactorTime,
+                 timeout: float) -> None:
+        self._consumer = consumer
+        self._remaining = length
+        self._timeout = timeout
+        self._watchdog = Watchdog(clock, timeout, self._silent)
+        self.done: defer.Deferred[None] = defer.Deferred(lambda _: self.stopProducing())
+
+    def connectionMade(self) -> None:
+        self._consumer.registerProducer(self, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._watchdog.kick()
+        if len(data) > self._remaining:
+            data = data[:self._remaining]
+        self._remaining -= len(data)
+        if data and not self.done.called:
+            self._consumer.write(data)
+
+    def _fail(self, error: Exception) -> None:
+        self._watchdog.stop()
+        if not self.done.called:
+            self._consumer.unregisterProducer()
+            self.done.errback(error)
+
+    def _silent(self) -> None:
+        self._fail(silent_store(self._timeout))
+        self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._watchdog.stop()
+        if self.done.called:
+            return
+        if self._remaining == 0 and reason.check(ResponseDone, PotentialDataLoss):
+            self._consumer.unregisterProducer()
+            self.done.callback(None)
+        else:
+            self._fail(StorageUnavailable(
+                f"S3 body ended {self._remaining} bytes short: {_reason(reason)}"))
+
+    def pauseProducing(self) -> None:
+        self._watchdog.pause()
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._watchdog.resume()
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The consumer went away (client disconnect) or the caller cancelled."""
+        if not self.done.called:
+            self._fail(defer.CancelledError())
+            self.transport.stopProducing()
+
+
+class Discard(Protocol):
+    """Reads and drops a body nobody wants."""
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        pass
+
+
+def _credentials(settings: S3Settings) -> Credentials:
+    if settings.access_key is not None or settings.secret_key is not None:
+        return Credentials(settings.access_key or "", settings.secret_key or "")
+    # The usual chain (environment, ~/.aws, instance metadata), asked once at start.
+    found = get_session().get_credentials()
+    if found is None:
+        raise ConfigError(
+            "S3 has no credentials: set s3_access_key and s3_secret_key, or provide AWS"
+            " credentials in the environment")
+    return found
+
+
+class S3Client:
+    """
+    Signed requests to one bucket, with the key prefix applied.
+
+    @param clock: the reactor: it runs the connections and the time limits.
+    """
+
+    def __init__(self, settings: S3Settings, reactor) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket or ""
+        self._clock: IReactorTime = reactor
+        self._credentials = _credentials(settings)
+        scheme = "https" if settings.secure else "http"
+        host = settings.host or (
+            "s3.amazonaws.com" if settings.region == "us-east-1"
+            else f"s3.{settings.region}.amazonaws.com")
+        port = f":{settings.port}" if settings.port else ""
+        if settings.path_style:
+            self.endpoint = f"{scheme}://{host}{port}"
+            self._base = f"{self.endpoint}/{quote(self.bucket)}"
+        else:
+            self.endpoint = f"{scheme}://{self.bucket}.{host}{port}"
+            self._base = self.endpoint
+        self._prefix = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = _CONNECTIONS_PER_HOST
+        pool.cachedConnectionTimeout = _IDLE_CONNECTION_SECONDS
+        self._pool = pool
+        self._http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=settings.timeout))
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix, with its trailing C{/} (empty for none)."""
+        return self._prefix
+
+    def object_key(self, key: str) -> str:
+        """The object key of a storage key."""
+        return self._prefix + key
+
+    def url(self, object_key: str = "", query: Mapping[str, str] | None = None) -> str:
+        url = f"{self._base}/{quote(object_key, safe='/~')}"
+        if query:
+            url += "?" + urlencode(sorted(query.items()), quote_via=quote, safe="~")
+        return url
+
+    def _signed_headers(self, method: str, url: str, headers: Mapping[str, str],
+                        payload_hash: str) -> dict[str, str]:
+        request = AWSRequest(method=method, url=url, headers=dict(headers))
+        credentials = self._credentials.get_frozen_credentials()
+        _Signer(credentials, self.settings.region, payload_hash).add_auth(request)
+        return dict(request.headers.items())
+
+    def presign(self, object_key: str, expires: float) -> str:
+        """A GET URL for C{object_key} that works without credentials for C{expires} s."""
+        request = AWSRequest(method="GET", url=self.url(object_key))
+        credentials = self._credentials.get_frozen_credentials()
+        S3SigV4QueryAuth(credentials, "s3", self.settings.region,
+                         expires=int(expires)).add_auth(request)
+        return request.url
+
+    def close(self) -> defer.Deferred[None]:
+        """Close the idle connections (a stopping worker, a test)."""
+        return self._pool.closeCachedConnections()
+
+    async def call(
+        self,
+        method: str,
+        object_key: str = "",
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        sign_body: bool = True,
+        expect: tuple[int, ...] = (200,),
+    ) -> S3Response:
+        """
+        One request, its whole answer read; reads and deletes are retried on a refused or
+        reset connection and on 5xx.
+
+        @param sign_body: hash the body into the signature; large parts are sent unsigned.
+        @raise KeyNotFound: 404 where C{expect} does not list it.
+        @raise S3Error: another status C{expect} does not list.
+        @raise StorageUnavailable: S3 unreachable, silent, or failing with 5xx.
+        """
+        retry = method in ("GET", "HEAD", "DELETE")
+        attempts = _READ_ATTEMPTS if retry else 1
+        for attempt in range(attempts):
+            try:
+                response = await self._once(method, object_key, query, headers or {}, body,
+                                            sign_body)
+            except StorageUnavailable as failure:
+                if attempt + 1 == attempts or failure.timed_out:
+                    raise
+                log.debug("S3 {method} retried: {why}", method=method, why=failure.reason)
+            else:
+                if response.status in expect:
+                    return response
+                if response.status >= 500 and attempt + 1 < attempts:
+                    log.debug("S3 {method} retried after {status}", method=method,
+                              status=response.status)
+                elif response.status >= 500:
+                    raise StorageUnavailable(f"S3 answered {response.status} to {method}")
+                elif response.status == 404 and method == "HEAD":
+                    raise KeyNotFound(object_key)
+                else:
+                    failure = _error_of(response.status, response.body)
+                    if failure.code in ("NoSuchKey", "HTTP404"):
+                        raise KeyNotFound(object_key)
+                    raise failure
+            await self._sleep(_BACKOFF[min(attempt, len(_BACKOFF) - 1)])
+        raise AssertionError("unreachable")
+
+    def _sleep(self, seconds: float) -> defer.Deferred[None]:
+        return task.deferLater(self._clock, seconds, lambda: None)
+
+    async def _once(self, method: str, object_key: str, query, headers: Mapping[str, str],
+                    body: bytes | None, sign_body: bool) -> S3Response:
+        response = await self.open(method, object_key, query=query, headers=headers,
+                                   body=body, sign_body=sign_body)
+        collect = _Collect(self._clock, self.settings.timeout)
+        response.deliverBody(collect)
+        return S3Response(response.code, _headers(response), await collect.done)
+
+    async def open(
+        self,
+        method: str,
+        object_key: str = "",
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        sign_body: bool = True,
+    ) -> IResponse:
+        """
+        Send one request and wait for the status line and headers; the body is the
+        caller's to read (see L{BodyPipe}, L{Watchdog}).
+
+        @raise StorageUnavailable: S3 unreachable or silent for the timeout.
+        """
+        url = self.url(object_key, query)
+        payload_hash = UNSIGNED_PAYLOAD
+        if body is not None and sign_body:
+            payload_hash = hashlib.sha256(body).hexdigest()
+        elif body is None:
+            payload_hash = hashlib.sha256(b"").hexdigest()
+        sending = dict(headers or {})
+        signed = self._signed_headers(method, url, sending, payload_hash)
+        requesting: defer.Deferred[IResponse]
+
+        def expire() -> None:
+            timed_out[0] = True
+            requesting.cancel()
+
+        timed_out = [False]
+        watchdog = Watchdog(self._clock, self.settings.timeout, expire)
+        producer = None if body is None else _BytesProducer(body, watchdog)
+        requesting = self._http.request(
+            method, url, headers={name: [value] for name, value in signed.items()},
+            data=producer)
+        try:
+            return await requesting
+        except Exception as failure:
+            if timed_out[0]:
+                raise silent_store(self.settings.timeout) from None
+            raise StorageUnavailable(f"S3 {method} failed: {_reason(failure)}") from None
+        finally:
+            watchdog.stop()
+
+    def call_blocking(self, method: str, object_key: str = "", *,
+                      query: Mapping[str, str] | None = None, body: bytes = b"") -> int:
+        """
+        One request without the reactor, for start-up checks; the status code.
+
+        @raise ConfigError: S3 cannot be reached (one line naming the endpoint).
+        """
+        url = self.url(object_key, query)
+        signed = self._signed_headers(method, url, {}, hashlib.sha256(body).hexdigest())
+        request = urllib.request.Request(url, data=body or None, headers=signed, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.timeout) as answer:
+                return answer.status
+        except urllib.error.HTTPError as failure:
+            failure.close()
+            return failure.code
+        except (OSError, urllib.error.URLError) as failure:
+            reason = getattr(failure, "reason", failure)
+            raise ConfigError(f"cannot reach S3 at {self.endpoint}: {reason}") from None
+
+
+def _headers(response: IResponse) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): values[-1].decode("latin-1")
+        for name, values in response.headers.getAllRawHeaders()
+    }
+
+
+def _reason(failure: Any) -> str:
+    if isinstance(failure, Failure):
+        failure = failure.value
+    inner = getattr(failure, "reasons", None)
+    if inner:
+        return "; ".join(_reason(reason) for reason in inner)
+    if isinstance(failure, error.ConnectionRefusedError):
+        return "connection refused"
+    return str(failure) or type(failure).__name__
+
+
+def content_length(response: S3Response | IResponse) -> int:
+    """The size a HEAD or GET answer announces."""
+    if isinstance(response, S3Response):
+        return int(response.headers.get("content-length", "0"))
+    if response.length is UNKNOWN_LENGTH:
+        raise StorageUnavailable("S3 answered without a Content-Length")
+    return int(response.length)
