@@ -12,7 +12,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
 from tests import postgres, services
-from tests.server import Server
+from tests.backends import open_backend
 from tests.test_storage_local import read_only
 
 INTEGRATION = "integration: starts real processes or uses real sockets"
@@ -48,10 +48,16 @@ def storage(tmp_path):
     return path
 
 
+@pytest.fixture(params=["local", "s3"])
+def backend(request, tmp_path):
+    """Fresh storage: a directory, then a prefix in a real S3 (tests/backends.py)."""
+    return open_backend(request, request.param, tmp_path)
+
+
 @pytest.fixture
-def server(tmp_path, storage):
-    """A standalone registry with built-in defaults over a fresh storage directory."""
-    running = Server(tmp_path, storage).start()
+def server(tmp_path, backend):
+    """A standalone registry with built-in defaults over the fresh storage of C{backend}."""
+    running = backend.server(tmp_path).start()
     yield running
     running.stop()
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
+from tests.backends import LocalTree, S3Tree
 from tests.memory import STANDALONE, MemoryRegistry
 from tests.server import Response, Server
 from twistreg.checksums import payload_checksum
@@ -75,15 +76,12 @@ def module_registry(tmp_path_factory, config: str = STANDALONE) -> Iterator[Memo
             registry.close()
 
 
-def start_module_server(tmp_path_factory, *args: str) -> Iterator[Server]:
+def start_module_server(tmp: Path, backend: LocalTree | S3Tree) -> Iterator[Server]:
     """
     A standalone registry over its own storage for a whole test module; tests sharing it use
     distinct image ids and repository names.  It runs in L{FAR_TZ}.
     """
-    tmp = tmp_path_factory.mktemp("server")
-    storage = tmp / "storage"
-    storage.mkdir()
-    running = Server(tmp, storage, *args, env={"TZ": FAR_TZ}).start()
+    running = backend.server(tmp, env={"TZ": FAR_TZ}).start()
     try:
         yield running
     finally:

@@ -57,7 +57,7 @@ def push_image(server, image_id: str, image_json: bytes, layer: bytes) -> None:
     assert (r.status, r.body) == (200, b"true")
 
 
-def test_push_then_pull(server, storage):
+def test_push_then_pull(server, backend):
     base_json = json.dumps({"id": BASE}).encode()
     child_json = json.dumps({"id": CHILD, "parent": BASE}).encode()
     base_layer = make_layer({"etc/hello.txt": b"hello world\n"})
@@ -120,9 +120,8 @@ def test_push_then_pull(server, storage):
                         "last_update": r.json()["last_update"], "os": "linux"}
 
     # The tree 0.9.1 would have written.
-    assert sorted(p.name for p in (storage / "images" / BASE).iterdir()) == [
-        "_checksum", "ancestry", "json", "layer"]
-    assert sorted(p.name for p in (storage / "repositories" / "foo" / "bar").iterdir()) == [
+    assert backend.names(f"images/{BASE}") == ["_checksum", "ancestry", "json", "layer"]
+    assert backend.names("repositories/foo/bar") == [
         "_index_images", "json", "tag_latest", "tag_v1", "taglatest_json", "tagv1_json"]
-    assert (storage / "repositories/foo/bar/tag_latest").read_bytes() == CHILD.encode()
-    assert json.loads((storage / "images" / CHILD / "_checksum").read_bytes()) == [checksums[1]]
+    assert backend.read("repositories/foo/bar/tag_latest") == CHILD.encode()
+    assert json.loads(backend.read(f"images/{CHILD}/_checksum")) == [checksums[1]]

@@ -42,7 +42,7 @@ def raw_request(server, head: bytes) -> socket.socket:
     return sock
 
 
-def test_chunked_256_mib_round_trip(server, storage):
+def test_chunked_256_mib_round_trip(server, backend):
     """A docker-style chunked PUT of 256 MiB, checksum, then the same bytes back."""
     size = 256 * MiB
     put_json(server)
@@ -56,7 +56,7 @@ def test_chunked_256_mib_round_trip(server, storage):
                        encode_chunked=True)
     response = connection.getresponse()
     assert (response.status, response.read()) == (200, b"true")
-    assert json.loads((storage / "images" / IMAGE / "_checksum").read_bytes()) == [
+    assert json.loads(backend.read(f"images/{IMAGE}/_checksum")) == [
         expected.checksum()]
     r = server.request("PUT", f"/v1/images/{IMAGE}/checksum",
                        headers={"X-Docker-Checksum-Payload": expected.checksum()})
@@ -95,50 +95,52 @@ def test_sized_put_and_range_resume(server):
     assert r.body == layer[100:]
 
 
-def test_disconnect_mid_upload_keeps_nothing(server, storage):
-    """A client that goes away mid-layer leaves the image in progress, no layer, no temp file."""
+def test_disconnect_mid_upload_keeps_nothing(server, backend):
+    """
+    A client that goes away mid-layer leaves the image in progress, no layer, no temporary
+    file or unfinished multipart upload.
+    """
     put_json(server)
     head = (f"PUT /v1/images/{IMAGE}/layer HTTP/1.1\r\nHost: x\r\n"
             f"Content-Length: {64 * MiB}\r\n\r\n").encode()
     sock = raw_request(server, head)
     for piece in pattern(8 * MiB):
         sock.sendall(piece)
-    image_dir = storage / "images" / IMAGE
-    wait_until(lambda: any(p.name.startswith(".tmp-") for p in image_dir.iterdir()))
+    image_dir = f"images/{IMAGE}"
+    wait_until(lambda: backend.uploading(image_dir))
     sock.close()
-    wait_until(lambda: not any(p.name.startswith(".tmp-") for p in image_dir.iterdir()))
-    assert sorted(p.name for p in image_dir.iterdir()) == ["_inprogress", "ancestry", "json"]
+    wait_until(lambda: not backend.uploading(image_dir))
+    assert backend.names(image_dir) == ["_inprogress", "ancestry", "json"]
     r = server.request("GET", f"/v1/images/{IMAGE}/json")
     assert r.json() == {"error": "Image is being uploaded, retry later"}
 
 
-def test_failed_reupload_keeps_previous_layer(server, storage):
+def test_failed_reupload_keeps_previous_layer(server, backend):
     """A second, aborted PUT while in progress leaves the first layer and checksum in place."""
     put_json(server)
     assert server.request("PUT", f"/v1/images/{IMAGE}/layer", b"first").status == 200
-    checksum = (storage / "images" / IMAGE / "_checksum").read_bytes()
+    checksum = backend.read(f"images/{IMAGE}/_checksum")
     sock = raw_request(server, (f"PUT /v1/images/{IMAGE}/layer HTTP/1.1\r\nHost: x\r\n"
                                 f"Content-Length: 1000\r\n\r\n").encode() + b"x" * 10)
     sock.close()
     assert server.request("GET", "/v1/_ping").status == 200
-    wait_until(lambda: not any(
-        p.name.startswith(".tmp-") for p in (storage / "images" / IMAGE).iterdir()))
-    assert (storage / "images" / IMAGE / "layer").read_bytes() == b"first"
-    assert (storage / "images" / IMAGE / "_checksum").read_bytes() == checksum
+    wait_until(lambda: not backend.uploading(f"images/{IMAGE}"))
+    assert backend.read(f"images/{IMAGE}/layer") == b"first"
+    assert backend.read(f"images/{IMAGE}/_checksum") == checksum
 
 
-def test_rejected_upload_stores_nothing(server, storage):
+def test_rejected_upload_stores_nothing(server, backend):
     """A layer for an image without json is refused, and its body goes nowhere."""
     connection = server.connection()
     connection.request("PUT", f"/v1/images/{IMAGE}/layer", body=pattern(4 * MiB),
                        encode_chunked=True)
     response = connection.getresponse()
     assert (response.status, json.loads(response.read())) == (404, {"error": "Image not found"})
-    assert not (storage / "images" / IMAGE).exists()
+    assert backend.names(f"images/{IMAGE}") == []
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_body_limit(server, storage, chunked):
+def test_body_limit(server, backend, chunked):
     """Bodies other than layers are capped at 10 MiB: 413, nothing stored."""
     body = b" " * (10 * MiB) + b"{}"
     if chunked:
@@ -151,7 +153,7 @@ def test_body_limit(server, storage, chunked):
         r = server.request("PUT", f"/v1/images/{IMAGE}/json", body)
         status, answer = r.status, r.body
     assert (status, json.loads(answer)) == (413, {"error": "Request body too large"})
-    assert not (storage / "images").exists()
+    assert backend.names("images") == []
 
 
 def test_stale_temporary_files_are_swept(tmp_path, storage):
