@@ -27,3 +27,19 @@ def test_a_missing_storage_path_is_one_line_and_not_created(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (
         1, "", f"twistreg reindex: storage path {missing} does not exist\n")
     assert not (tmp_path / "typo").exists()
+
+
+def test_purge_uploads_on_local_storage(tmp_path):
+    """Temporary files of a dead process go; those of a live one stay."""
+    storage = tmp_path / "storage"
+    image_dir = storage / "images" / "a"
+    image_dir.mkdir(parents=True)
+    (image_dir / ".tmp-999999999-abc-layer").write_bytes(b"half")
+    (image_dir / f".tmp-{os.getpid()}-abc-layer").write_bytes(b"in flight")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "twistreg", "purge-uploads", "--storage-path", str(storage)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "removed 1 stale upload from local storage\n")
+    assert os.listdir(image_dir) == [f".tmp-{os.getpid()}-abc-layer"]

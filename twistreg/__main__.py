@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from twistreg import reindex
+from twistreg import purge, reindex
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m twistreg")
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
     reindex.add_command(commands)
+    purge.add_command(commands)
     options = parser.parse_args(argv)
     options.run(options)
 

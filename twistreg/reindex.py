@@ -9,22 +9,18 @@ another server, files copied by hand) leaves it stale; this makes it match the t
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import NoReturn
 
 from twisted.internet import task
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-)
 
-from twistreg.config import ConfigError, load_settings, require_supported_storage
-from twistreg.logs import line_log_observer
+from twistreg.commands import (
+    add_config_options,
+    fail,
+    log_warnings_to_stderr,
+    open_existing_storage,
+)
+from twistreg.config import ConfigError
 from twistreg.registry.search import open_search_index, walk
-from twistreg.storage import open_storage
-from twistreg.storage.interface import IMaintainable
+from twistreg.storage.interface import StorageUnavailable
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -35,53 +31,30 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         description="Replace every row of the search index with the repositories found in"
         " storage. Safe while servers run; pushes made during the rebuild may need another.",
     )
-    parser.add_argument("--config", metavar="FILE", help="the config file (as twist twistreg)")
-    parser.add_argument("--flavor", metavar="NAME", help="the config flavor")
-    parser.add_argument("--storage-path", metavar="DIR", help="overrides storage_path")
+    add_config_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(options: argparse.Namespace) -> None:
     """Rebuild the index the options' settings name; print one line, exit 0 or 1."""
-    # Config and index warnings (ignored keys, names too long to index) go to stderr.
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                line_log_observer(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)]
-            )
-        ],
-        redirectStandardIO=False,
-    )
+    log_warnings_to_stderr()
     task.react(_reindex, (options,))
 
 
 async def _reindex(reactor, options: argparse.Namespace) -> None:
     try:
-        settings = load_settings(
-            options.config, options.flavor, {"storage_path": options.storage_path}
-        )
-        require_supported_storage(settings)
-        storage = open_storage(settings, reactor)
-        # A storage path with a typo would be created, and an empty index built from it.
-        if IMaintainable.providedBy(storage):
-            storage.check_present()
+        settings, storage = open_existing_storage(options, reactor)
         index = open_search_index(settings, reactor)
     except ConfigError as error:
-        _fail(str(error))
+        fail("reindex", str(error))
     if index is None:
-        _fail("search is disabled: the config sets no search_backend")
+        fail("reindex", "search is disabled: the config sets no search_backend")
     try:
         await index.open()
         count = await index.rebuild(await walk(storage, reactor))
-    except (ConfigError, OSError, index.database_error) as error:
-        _fail(f"{index.description}: {error}")
+    except (ConfigError, OSError, StorageUnavailable, index.database_error) as error:
+        fail("reindex", f"{index.description}: {error}")
     finally:
         index.close()
     noun = "repository" if count == 1 else "repositories"
     print(f"reindexed {count} {noun} in {index.description}")
-
-
-def _fail(message: str) -> NoReturn:
-    """End the command with status 1 and C{message} on one line (driver messages span lines)."""
-    print("twistreg reindex: " + " ".join(message.split()), file=sys.stderr)
-    raise SystemExit(1)

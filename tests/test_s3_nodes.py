@@ -1,0 +1,135 @@
+"""
+Several twistreg nodes on one S3 bucket, and what an operator meets when things fail: a node
+killed mid-push, S3 going away and coming back, the maintenance commands.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.backends import S3Tree
+from tests.routes import new_id, new_name, push, put_tag
+from tests.server import ROOT, wait_until
+from tests.test_uploads import pattern, raw_request
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def tree(seaweedfs, s3_prefix, tmp_path):
+    return S3Tree(seaweedfs, s3_prefix, tmp_path)
+
+
+@pytest.fixture
+def nodes(tree, tmp_path):
+    """Two single-process nodes on the same prefix."""
+    started = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        started.append(tree.server(tmp_path / name).start())
+    yield started
+    for node in started:
+        node.stop()
+
+
+def command(*args: str, config, cwd) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+    env.pop("SETTINGS_FLAVOR", None)
+    return subprocess.run([sys.executable, "-m", "twistreg", *args, "--config", str(config)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_what_one_node_writes_the_other_serves_at_once(nodes):
+    a, b = nodes
+    first, second, name = new_id(), new_id(), new_name()
+    push(a, first, b"first layer")
+    push(b, second, b"second layer")
+    assert put_tag(a, f"foo/{name}", "latest", first).status == 200
+    assert b.request("GET", f"/v1/repositories/foo/{name}/tags/latest").json() == first
+    assert put_tag(b, f"foo/{name}", "latest", second).status == 200
+    assert a.request("GET", f"/v1/repositories/foo/{name}/tags/latest").json() == second
+    assert a.request("GET", f"/v1/images/{second}/layer").body == b"second layer"
+    assert b.request("DELETE", f"/v1/repositories/foo/{name}/tags/latest").status == 200
+    assert a.request("GET", f"/v1/repositories/foo/{name}/tags/latest").status == 404
+
+
+def test_a_node_killed_mid_push_leaves_nothing_visible(nodes, tree, tmp_path):
+    a, b = nodes
+    image_id = new_id()
+    push(a, image_id, layer=None)
+    sock = raw_request(a, (f"PUT /v1/images/{image_id}/layer HTTP/1.1\r\nHost: x\r\n"
+                           f"Content-Length: {64 * MiB}\r\n\r\n").encode())
+    for piece in pattern(20 * MiB):
+        sock.sendall(piece)
+    wait_until(lambda: tree.uploading(f"images/{image_id}"))
+    a.signal(signal.SIGKILL)
+    sock.close()
+    assert b.request("GET", f"/v1/images/{image_id}/layer").json() == {
+        "error": "Image is being uploaded, retry later"}
+    assert "layer" not in tree.names(f"images/{image_id}")
+    # Left for a day, then purged (here: an age limit of 0 s).
+    config = tmp_path / "purge.yml"
+    config.write_text(tree.config.read_text().replace("dev:\n", "dev:\n  s3_upload_max_age: 0\n"))
+    result = command("purge-uploads", config=config, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "removed 1 stale upload from s3 storage\n")
+    assert not tree.uploading(f"images/{image_id}")
+
+
+def test_fresh_uploads_are_not_purged(tree, tmp_path, seaweedfs):
+    client = seaweedfs.boto3_client()
+    client.create_multipart_upload(Bucket=seaweedfs.bucket,
+                                   Key=tree.prefix.lstrip("/") + "/images/x/layer")
+    result = command("purge-uploads", config=tree.config, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "removed 0 stale uploads from s3 storage\n")
+    assert tree.uploading("images/x")
+
+
+def test_reindex_from_an_s3_listing(nodes, tree, tmp_path):
+    a, _ = nodes
+    image_id, name = new_id(), new_name()
+    push(a, image_id, b"layer")
+    assert put_tag(a, f"foo/{name}", "latest", image_id).status == 200
+    result = command("reindex", config=tree.config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("reindexed 1 repository in ")
+
+
+def test_s3_down_is_503_then_served_again(tree, tmp_path, seaweedfs):
+    server = tree.server(tmp_path).start()
+    try:
+        image_id = new_id()
+        push(server, image_id, b"layer")
+        seaweedfs.kill()
+        try:
+            started = time.monotonic()
+            r = server.request("GET", f"/v1/images/{image_id}/json")
+            assert (r.status, r.json()) == (503, {"error": "Storage unavailable"})
+            assert time.monotonic() - started < 5
+            r = server.request("PUT", f"/v1/images/{new_id()}/json", b'{"id": "x"}')
+            assert r.status in (400, 503)
+        finally:
+            seaweedfs.restart()
+        wait_until(lambda: server.request("GET", f"/v1/images/{image_id}/json").status == 200,
+                   timeout=30)
+        assert server.request("GET", f"/v1/images/{image_id}/layer").body == b"layer"
+        assert "Traceback" not in server.text()
+    finally:
+        server.stop()
+
+
+def test_wrong_credentials_stop_start_up_with_one_line(tree, tmp_path):
+    config = tmp_path / "wrong.yml"
+    config.write_text(tree.config.read_text().replace("twistreg-test-secret", "wrong"))
+    result = command("purge-uploads", config=config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "refused the credentials" in result.stderr

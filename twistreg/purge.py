@@ -1,0 +1,58 @@
+# -*- test-case-name: tests.test_purge -*-
+"""
+C{python -m twistreg purge-uploads}: remove what writers that died left behind.
+
+Servers do this at start and every hour; the command is for a cluster where all nodes were
+lost at once, or for a cron job. Uploads still being written are never touched: temporary
+files of live processes (local storage), multipart uploads younger than
+C{s3_upload_max_age} (S3, a day by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from twisted.internet import task
+
+from twistreg.commands import (
+    add_config_options,
+    fail,
+    log_warnings_to_stderr,
+    open_existing_storage,
+)
+from twistreg.config import ConfigError
+from twistreg.storage.interface import IStaleUploads, StorageUnavailable
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    """Add C{purge-uploads} and its options to the subcommands of C{python -m twistreg}."""
+    parser = commands.add_parser(
+        "purge-uploads",
+        help="remove unfinished uploads of writers that died",
+        description="Remove the temporary files (local storage) or abort the multipart"
+        " uploads older than s3_upload_max_age (S3) that crashed writers left behind."
+        " Safe while servers run.",
+    )
+    add_config_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(options: argparse.Namespace) -> None:
+    """Purge; print one line, exit 0 or 1."""
+    log_warnings_to_stderr()
+    task.react(_purge, (options,))
+
+
+async def _purge(reactor, options: argparse.Namespace) -> None:
+    try:
+        _, storage = open_existing_storage(options, reactor)
+    except ConfigError as error:
+        fail("purge-uploads", str(error))
+    count = 0
+    if IStaleUploads.providedBy(storage):
+        try:
+            count = await storage.purge_stale_uploads()
+        except (OSError, StorageUnavailable) as error:
+            fail("purge-uploads", f"{storage.name} storage: {error}")
+    noun = "upload" if count == 1 else "uploads"
+    print(f"removed {count} stale {noun} from {storage.name} storage")
