@@ -209,6 +209,37 @@ def images_list_key(repository_key: str) -> str:
     return f"{_directory_of_key(repository_key)}/_images_list"
 
 
+# The small keys a cache may hold (docs/storage.md, "Redis caches"): read on every pull and
+# written whole.  Layers and the R9/R10 caches are large; C{_inprogress} and C{_images_list}
+# belong to a push in progress and stay with storage alone.
+_SMALL_IMAGE_FILES = frozenset({"json", "ancestry", "_checksum"})
+_SMALL_REPOSITORY_FILES = frozenset({"json", "_index_images", "_private"})
+# Small keys are C{images/<id>/<file>} and C{repositories/<namespace>/<name>/<file>}.
+_SMALL_KEY_DEPTH = {IMAGES: 3, REPOSITORIES: 4}
+
+
+def is_small_key(key: str) -> bool:
+    """
+    Whether C{key} is an image's json, ancestry or C{_checksum}, or a repository's tag file
+    (C{tag_*}), json, C{_index_images} or C{_private} marker: what a cache in front of
+    storage keeps.
+    """
+    parts = key.split("/")
+    if len(parts) != _SMALL_KEY_DEPTH.get(parts[0]):
+        return False
+    name = parts[-1]
+    if parts[0] == IMAGES:
+        return name in _SMALL_IMAGE_FILES
+    return name in _SMALL_REPOSITORY_FILES or name.startswith(_TAG_PREFIX)
+
+
+def may_hold_small_keys(directory: str) -> bool:
+    """Whether small keys (L{is_small_key}) may lie below C{directory}, at any depth."""
+    parts = directory.split("/")
+    depth = _SMALL_KEY_DEPTH.get(parts[0])
+    return depth is not None and len(parts) < depth
+
+
 def key_of_directory(namespace_directory: str, name_directory: str) -> str:
     """
     The repository key of C{repositories/<namespace_directory>/<name_directory>} as listed

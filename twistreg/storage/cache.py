@@ -1,0 +1,218 @@
+# -*- test-case-name: tests.test_cache -*-
+"""
+The C{cache_lru} section: a Redis cache of small keys in front of any storage driver.
+
+Only small keys are cached (L{twistreg.layout.is_small_key}: image json, ancestry and
+C{_checksum}; a repository's tags, json, C{_index_images} and private marker), and only what
+C{get_content} and C{exists} ask of them; every other key and every streaming method goes
+straight to storage.
+
+An entry is C{+<value>} for a stored key or C{-} for a missing one, under
+C{<namespace><key>} (L{twistreg.rediscache.namespace}), and lives C{cache_lru.ttl} seconds.
+
+The rule that keeps nodes consistent:
+
+  - A write (C{put_content}, C{remove}, C{remove_tree}) changes storage first, then SETs the
+    entry unconditionally: C{+<value>}, or C{-} for a removal.  Once the write has returned,
+    every node reads the new entry.  When storage fails, the entry is deleted instead: the
+    write may have landed or not, so the next reader asks storage.
+  - A miss reads storage and fills the entry with SET NX: a reader that read storage before a
+    write ends can never put the older value back over the writer's SET, even for a removal,
+    since the writer leaves C{-} rather than nothing.  That is also why a missing key is
+    cached: C{-} is as fresh as any value.
+
+What is left is bounded by the TTL: two writers of one key whose storage and Redis updates
+interleave; an entry flushed or evicted between a writer's SET and a slower reader's fill;
+and a write whose Redis update failed.  For the last, the process remembers the keys (at most
+L{STALE_LIMIT}) and deletes their entries before it reads Redis again.
+
+Redis down, slow or flushed costs time, never an answer: every call falls back to storage
+(L{twistreg.rediscache.RedisClient} bounds the wait and warns once a minute).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet import defer
+from zope.interface import alsoProvides, implementer, providedBy
+
+from twistreg.layout import is_small_key, may_hold_small_keys
+from twistreg.rediscache import RedisClient, RedisUnavailable
+from twistreg.storage.interface import IStorage, KeyNotFound
+
+#: How many keys whose Redis update failed a process remembers; past it, their entries
+#: expire with their TTL.
+STALE_LIMIT = 10000
+
+_PRESENT = b"+"
+_ABSENT = b"-"
+
+
+@implementer(IStorage)
+class CachedStorage:
+    """
+    IStorage over C{backend}, with small keys cached in Redis.
+
+    The wrapper provides every interface C{backend} provides (L{IMaintainable}...) and hands
+    their methods to it; its C{name} is the backend's.
+
+    @param namespace: the start of every Redis key (L{twistreg.rediscache.namespace}).
+    @param ttl: seconds an entry lives.
+    """
+
+    def __init__(self, backend: IStorage, redis: RedisClient, namespace: str,
+                 ttl: float) -> None:
+        # Set first: __getattr__ reads it, and alsoProvides looks attributes up.
+        self._delegated = frozenset(
+            name for interface in providedBy(backend) for name in interface.names(all=True)
+        ) - frozenset(IStorage.names(all=True))
+        self._backend = backend
+        self._redis = redis
+        self._namespace = namespace
+        self._ttl = ttl
+        self._stale: set[str] = set()
+        self.name = backend.name
+        alsoProvides(self, *providedBy(backend))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.__dict__.get("_delegated", ()):
+            return getattr(self._backend, name)
+        raise AttributeError(name)
+
+    # -- cached ---------------------------------------------------------------------------------
+
+    def get_content(self, key: str) -> defer.Deferred[bytes]:
+        if not is_small_key(key):
+            return self._backend.get_content(key)
+
+        async def read() -> bytes:
+            value = await self._lookup(key)
+            if value is None:
+                raise KeyNotFound(key)
+            return value
+
+        return defer.ensureDeferred(read())
+
+    def exists(self, key: str) -> defer.Deferred[bool]:
+        """A small key is read whole on a miss: one storage call fills the entry."""
+        if not is_small_key(key):
+            return self._backend.exists(key)
+
+        async def read() -> bool:
+            return await self._lookup(key) is not None
+
+        return defer.ensureDeferred(read())
+
+    def put_content(self, key: str, data: bytes) -> defer.Deferred[None]:
+        if not is_small_key(key):
+            return self._backend.put_content(key, data)
+        return defer.ensureDeferred(
+            self._write([key], _PRESENT + data, lambda: self._backend.put_content(key, data)))
+
+    def remove(self, key: str) -> defer.Deferred[None]:
+        if not is_small_key(key):
+            return self._backend.remove(key)
+        return defer.ensureDeferred(
+            self._write([key], _ABSENT, lambda: self._backend.remove(key)))
+
+    def remove_tree(self, key: str) -> defer.Deferred[None]:
+        """The small keys below C{key} are listed first, to leave C{-} in their entries."""
+
+        async def remove() -> None:
+            keys = await self._small_keys_under(key) if may_hold_small_keys(key) else []
+            await self._write(keys, _ABSENT, lambda: self._backend.remove_tree(key))
+
+        return defer.ensureDeferred(remove())
+
+    # -- straight to storage --------------------------------------------------------------------
+
+    def size(self, key: str) -> defer.Deferred[int]:
+        return self._backend.size(key)
+
+    def list_directory(self, key: str) -> defer.Deferred[list[str]]:
+        return self._backend.list_directory(key)
+
+    def open_writer(self, key: str) -> defer.Deferred[Any]:
+        return self._backend.open_writer(key)
+
+    def stream(self, key: str, consumer: Any, offset: int, length: int) -> defer.Deferred[None]:
+        return self._backend.stream(key, consumer, offset, length)
+
+    def open_file(self, key: str) -> defer.Deferred[Any]:
+        return self._backend.open_file(key)
+
+    # -- the rule -------------------------------------------------------------------------------
+
+    def _redis_key(self, key: str) -> bytes:
+        return (self._namespace + key).encode("utf-8", "surrogatepass")
+
+    async def _lookup(self, key: str) -> bytes | None:
+        """The value of a small key, None when it is missing: from Redis, else from storage."""
+        redis_key = self._redis_key(key)
+        try:
+            await self._forget_stale()
+            cached = await self._redis.get(redis_key)
+        except RedisUnavailable:
+            return await self._stored(key)
+        if cached == _ABSENT:
+            return None
+        if cached is not None and cached.startswith(_PRESENT):
+            return cached[len(_PRESENT):]
+        value = await self._stored(key)
+        try:
+            await self._redis.set(redis_key, _ABSENT if value is None else _PRESENT + value,
+                                  self._ttl, only_if_absent=True)
+        except RedisUnavailable:
+            pass  # a fill that did not happen leaves nothing stale
+        return value
+
+    async def _stored(self, key: str) -> bytes | None:
+        try:
+            return await self._backend.get_content(key)
+        except KeyNotFound:
+            return None
+
+    async def _write(self, keys: list[str], entry: bytes,
+                     write: Callable[[], Awaitable[None]]) -> None:
+        """Storage first, then the entries of C{keys}; deleted when storage fails."""
+        try:
+            await write()
+        except BaseException:
+            await self._update(keys, None)
+            raise
+        await self._update(keys, entry)
+
+    async def _update(self, keys: list[str], entry: bytes | None) -> None:
+        """SET C{entry} (None: DEL) for every key, or remember the keys when Redis fails."""
+        try:
+            await self._forget_stale()
+            if entry is None:
+                await self._redis.delete([self._redis_key(key) for key in keys])
+            else:
+                for key in keys:
+                    await self._redis.set(self._redis_key(key), entry, self._ttl)
+        except RedisUnavailable:
+            self._stale.update(keys[: max(0, STALE_LIMIT - len(self._stale))])
+
+    async def _forget_stale(self) -> None:
+        """
+        Delete the entries whose update failed, before Redis is read or written again.
+
+        @raise RedisUnavailable: they are still there; Redis must not be read.
+        """
+        if self._stale:
+            keys = list(self._stale)
+            await self._redis.delete([self._redis_key(key) for key in keys])
+            self._stale.difference_update(keys)
+
+    async def _small_keys_under(self, directory: str) -> list[str]:
+        keys = []
+        for name in await self._backend.list_directory(directory):
+            key = f"{directory}/{name}"
+            if is_small_key(key):
+                keys.append(key)
+            elif may_hold_small_keys(key):
+                keys.extend(await self._small_keys_under(key))
+        return keys
