@@ -1,7 +1,7 @@
 """
-The Redis caches (docs/storage.md, "Redis caches"): C{cache_lru} in front of storage, against
-a real Redis (tests/services.py) driven from the test thread into the reactor's (the
-C{in_reactor} fixture); the key rules without.
+The Redis caches (docs/storage.md, "Redis caches"): C{cache_lru} in front of storage and the
+C{cache} that shares the index's answers, against a real Redis (tests/services.py) driven
+from the test thread into the reactor's (the C{in_reactor} fixture); the key rules without.
 """
 
 from __future__ import annotations
@@ -13,15 +13,19 @@ from collections.abc import Callable
 
 import attrs
 import pytest
+from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.logger import LogLevel
+from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface.verify import verifyObject
 
 from tests import services
+from tests.stub_index import StubIndex
 from twistreg import layout
 from twistreg.config import RedisSettings, S3Settings, load_settings
 from twistreg.layout import is_small_key, may_hold_small_keys, parse_repository
 from twistreg.rediscache import DEFAULT_TIMEOUT, RedisClient, namespace
+from twistreg.registry.auth import Access, Authorizer, IndexClient
 from twistreg.storage.cache import CachedStorage
 from twistreg.storage.interface import IMaintainable, IStaleUploads, IStorage, KeyNotFound
 from twistreg.storage.local import LocalStorage
@@ -30,6 +34,7 @@ IMAGE = "a" * 64
 REPOSITORY = parse_repository("foo/bar")
 TAG = layout.tag_key(REPOSITORY, "latest")
 TTL = 60.0
+TOKEN = 'Token signature=ok,repository="foo/bar",access=read'
 
 
 # -- which keys, under which names (no Redis) ------------------------------------------------------
@@ -390,3 +395,50 @@ def test_a_failed_update_is_undone_when_redis_answers(make_node, redis, in_react
 
     wait_for(undone)
     assert in_reactor(b.storage.get_content, TAG) == b"new"
+
+
+# -- cache: the index's answers, shared ---------------------------------------------------------
+
+
+@pytest.fixture
+def index():
+    stub = StubIndex()
+    stub.valid.add("ok")
+    stub.images["foo/bar"] = [IMAGE]
+    stub.granted.add(("foo/bar", IMAGE))
+    yield stub
+    stub.close()
+
+
+@pytest.mark.integration
+def test_index_answers_are_shared_by_nodes(redis, index, tmp_path, in_reactor) -> None:
+    settings = attrs.evolve(
+        load_settings(None, None, {"storage_path": str(tmp_path)}, environ={},
+                      system_config_path=None),
+        standalone=False, index_endpoint=index.url)
+    redis_settings = RedisSettings(redis.host, redis.port, password=redis.password)
+    clients: list[RedisClient] = []
+
+    def node() -> Authorizer:
+        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        client = RedisClient(redis_settings, reactor, purpose="cache")
+        clients.append(client)
+        storage = LocalStorage(str(tmp_path))
+        return Authorizer(settings, storage, reactor, IndexClient(index.url, http, reactor, 5),
+                          client)
+
+    try:
+        first, second = in_reactor(node), in_reactor(node)
+        in_reactor(first.authorize, Access.READ, TOKEN, REPOSITORY)
+        in_reactor(first.check_parent, TOKEN, IMAGE)
+        assert len(index.calls) == 2
+        in_reactor(second.authorize, Access.READ, TOKEN, REPOSITORY)
+        in_reactor(second.check_parent, TOKEN, IMAGE)
+        assert len(index.calls) == 2
+        keys = redis.command("KEYS", "*")
+        assert len(keys) == 2 and not any(b"signature" in key for key in keys)
+        assert all(0 < redis.command("PTTL", key) <= settings.token_cache_ttl * 1000
+                   for key in keys)
+    finally:
+        for client in clients:
+            in_reactor(client.close)

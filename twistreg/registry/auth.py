@@ -4,12 +4,14 @@ Who may do what (docs/api.md): open access in standalone mode, tokens validated 
 otherwise, and the index's word on private repositories and parent images.
 
 Index answers are cached for C{token_cache_ttl} seconds, so a pull of thirty layers costs one
-round trip, not thirty.
+round trip, not thirty: in the process, and, with a C{cache} Redis, for every process and node
+(a pull spread over nodes still costs one).  Redis holds a hash of each token, never the token.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
 from typing import Any
@@ -29,6 +31,7 @@ from twistreg.layout import (
     is_repository_key,
     private_flag_key_from_key,
 )
+from twistreg.rediscache import RedisClient, RedisUnavailable, namespace
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import IStorage, KeyNotFound
 
@@ -150,7 +153,8 @@ class _TTLCache:
             return False
         return True
 
-    def add(self, key: tuple) -> None:
+    def add(self, key: tuple, ttl: float | None = None) -> None:
+        """Remember C{key} for the cache's TTL, or for C{ttl} seconds (what Redis has left)."""
         if self._ttl <= 0:
             return
         if len(self._expiry) >= self._limit:
@@ -158,7 +162,44 @@ class _TTLCache:
             self._expiry = {k: e for k, e in self._expiry.items() if e > now}
             if len(self._expiry) >= self._limit:
                 self._expiry.clear()
-        self._expiry[key] = self._clock.seconds() + self._ttl
+        self._expiry[key] = self._clock.seconds() + (self._ttl if ttl is None else ttl)
+
+
+class _SharedAnswers:
+    """
+    The index's positive answers, shared in Redis by every process and node of a registry:
+    under C{<namespace><kind>:<sha256>} with the cache's TTL, the hash taken over the index
+    endpoint and the answer's key (the C{Authorization} value and the repository, and the
+    image for an access answer).  The namespace names the storage too, since a token's
+    validation also wrote its image list there.
+    """
+
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
+        self._redis = redis
+        self._prefix = namespace(settings)
+        self._endpoint = settings.index_endpoint
+        self._ttl = settings.token_cache_ttl
+
+    def _key(self, kind: str, key: tuple) -> bytes:
+        material = json.dumps([self._endpoint, *key]).encode("utf-8", "surrogatepass")
+        return f"{self._prefix}{kind}:{hashlib.sha256(material).hexdigest()}".encode()
+
+    async def recall(self, kind: str, key: tuple, cache: _TTLCache) -> bool:
+        """Whether another process has the answer; if so C{cache} keeps it as long as Redis."""
+        try:
+            remaining = await self._redis.remaining(self._key(kind, key))
+        except RedisUnavailable:
+            return False
+        if remaining is None:
+            return False
+        cache.add(key, remaining)
+        return True
+
+    async def remember(self, kind: str, key: tuple) -> None:
+        try:
+            await self._redis.set(self._key(kind, key), b"1", self._ttl)
+        except RedisUnavailable:
+            pass  # the other processes ask the index, as without Redis
 
 
 class Authorizer:
@@ -166,6 +207,8 @@ class Authorizer:
     The access rules of §5 for one registry.
 
     @param index: the index client; None when C{standalone} is true (no index is ever asked).
+    @param redis: the C{cache} Redis, where every process shares the index's answers; None to
+        keep them in this process only.
     """
 
     def __init__(
@@ -174,6 +217,7 @@ class Authorizer:
         storage: IStorage,
         clock: IReactorTime,
         index: IndexClient | None,
+        redis: RedisClient | None = None,
     ) -> None:
         self._storage = storage
         self._index = index
@@ -181,6 +225,9 @@ class Authorizer:
         self.token_mode = not settings.standalone and not settings.disable_token_auth
         self._tokens = _TTLCache(clock, settings.token_cache_ttl)
         self._access = _TTLCache(clock, settings.token_cache_ttl)
+        self._shared = None
+        if redis is not None and settings.token_cache_ttl > 0:
+            self._shared = _SharedAnswers(redis, settings)
 
     async def authorize(
         self, access: Access, authorization: str | None, repository: Repository | None
@@ -213,7 +260,7 @@ class Authorizer:
         ):
             raise _unauthorized()
         key = (authorization, token_repository)
-        if key not in self._tokens:
+        if key not in self._tokens and not await self._recall("token", key, self._tokens):
             try:
                 images = await self._index.repository_images(token_repository, authorization)
             except IndexUnreachable:
@@ -223,7 +270,7 @@ class Authorizer:
             await self._storage.put_content(
                 images_list_key(token_repository), json.dumps(images).encode()
             )
-            self._tokens.add(key)
+            await self._remember("token", key, self._tokens)
         return Token(token_repository, authorization)
 
     async def image_in_repository(self, token: Token | None, image_id: str) -> None:
@@ -265,7 +312,7 @@ class Authorizer:
         if authorization.split(" ", 1)[0].lower() != "token" or key.count("/") != 1:
             return False
         cache_key = (authorization, key, image_id)
-        if cache_key in self._access:
+        if cache_key in self._access or await self._recall("access", cache_key, self._access):
             return True
         assert self._index is not None
         try:
@@ -273,5 +320,15 @@ class Authorizer:
         except IndexUnreachable:
             raise _unreachable() from None
         if granted:
-            self._access.add(cache_key)
+            await self._remember("access", cache_key, self._access)
         return granted
+
+    async def _recall(self, kind: str, key: tuple, cache: _TTLCache) -> bool:
+        """Whether another process has the index's answer (in Redis)."""
+        return self._shared is not None and await self._shared.recall(kind, key, cache)
+
+    async def _remember(self, kind: str, key: tuple, cache: _TTLCache) -> None:
+        """Keep a positive answer here, then share it (storage was written before)."""
+        cache.add(key)
+        if self._shared is not None:
+            await self._shared.remember(kind, key)
