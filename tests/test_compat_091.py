@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from tests.server import Server
+from tests.backends import open_backend
 
 pytestmark = pytest.mark.integration
 
@@ -61,16 +61,15 @@ FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def old_tree(tmp_path_factory):
+@pytest.fixture(scope="module", params=["local", "s3"])
+def old_tree(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compat")
-    storage = tmp / "storage"
+    backend = open_backend(request, request.param, tmp)
     for key, content in FILES.items():
-        (storage / key).parent.mkdir(parents=True, exist_ok=True)
-        (storage / key).write_text(content)
+        backend.write(key, content.encode())
     for image_id, data in LAYERS.items():
-        (storage / "images" / image_id / "layer").write_bytes(data)
-    running = Server(tmp, storage).start()
+        backend.write(f"images/{image_id}/layer", data)
+    running = backend.server(tmp).start()
     yield running
     running.stop()
 
