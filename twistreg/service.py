@@ -28,6 +28,7 @@ from twistreg.config import (
     load_settings,
     require_supported_storage,
 )
+from twistreg.rediscache import RedisClient, namespace
 from twistreg.registry.auth import Authorizer, IndexClient
 from twistreg.registry.images import Images
 from twistreg.registry.index import Index
@@ -39,6 +40,7 @@ from twistreg.server.arbiter import PoolConfig, PreforkService
 from twistreg.server.interfaces import IWorkerApplication
 from twistreg.server.logfiles import ReopenableStream
 from twistreg.storage import open_storage
+from twistreg.storage.cache import CachedStorage
 from twistreg.storage.interface import IMaintainable, IStaleUploads, IStorage
 from twistreg.web.site import RegistrySite
 from twistreg.web.wsgi import WSGI_APPLICATION, WSGIContainer, load_wsgi_application
@@ -52,18 +54,26 @@ PURGE_INTERVAL = 3600.0
 def build_registry(settings: Settings, reactor) -> Registry:
     """
     The registry's rules over the storage C{settings} name: no global state, so two
-    registries in one process do not meet.
+    registries in one process do not meet.  Its Redis connections (C{cache_lru}, C{cache})
+    are made here, in the process that serves (a worker, never the master), and closed at
+    reactor shutdown.
 
     @raise ConfigError: the settings name a storage driver or search database that cannot
         be used.
     """
     require_supported_storage(settings)
     storage = open_storage(settings, reactor)
+    if settings.cache_lru is not None:
+        lru = RedisClient(settings.cache_lru, reactor, purpose="cache_lru")
+        storage = CachedStorage(storage, lru, namespace(settings), settings.cache_lru.ttl)
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
     index_client = None
+    shared = None
     if not settings.standalone:
         index_client = IndexClient(settings.index_endpoint, http, reactor, settings.index_timeout)
-    auth = Authorizer(settings, storage, reactor, index_client)
+        if settings.cache is not None:
+            shared = RedisClient(settings.cache, reactor, purpose="cache")
+    auth = Authorizer(settings, storage, reactor, index_client, shared)
     mirror = None
     if settings.mirroring_source:
         mirror = Mirror(settings.mirroring_source, settings.mirroring_source_index, http,
