@@ -98,14 +98,24 @@ class Tags:
                 tags[tag] = content.decode("utf-8", "replace")
         return tags
 
+    async def _exists(self, repository: Repository) -> bool:
+        """
+        Whether anything is stored in the repository. A listing only names candidates: some
+        S3-compatible stores list deleted keys for a while, so one must be there.
+        """
+        for entry in await self._storage.list_directory(repository.directory):
+            if await self._storage.exists(repository_entry_key(repository, entry)):
+                return True
+        return False
+
     async def _require_repository(self, repository: Repository) -> None:
-        if not await self._storage.list_directory(repository.directory):
+        if not await self._exists(repository):
             raise RegistryError(404, "Repository not found")
 
     # R11
     async def list_tags(self, repository: Repository) -> dict[str, str] | None:
         """R11: every tag of the repository; None when it does not exist."""
-        if not await self._storage.list_directory(repository.directory):
+        if not await self._exists(repository):
             return None
         return await self._list(repository)
 
