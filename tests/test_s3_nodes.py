@@ -16,6 +16,7 @@ import pytest
 from tests.backends import S3Tree
 from tests.routes import new_id, new_name, push, put_tag
 from tests.server import ROOT, wait_until
+from tests.test_plugin import twist
 from tests.test_uploads import pattern, raw_request
 
 pytestmark = pytest.mark.integration
@@ -133,3 +134,24 @@ def test_wrong_credentials_stop_start_up_with_one_line(tree, tmp_path):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "refused the credentials" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize(("change", "message"), [
+    (("twistreg-test-secret", "wrong"), "refused the credentials to list it (403)"),
+    ("boto_bucket: twistreg", "does not exist"),
+])
+def test_unusable_s3_stops_the_server_with_one_line(tree, tmp_path, workers, change, message):
+    text = tree.config.read_text()
+    if isinstance(change, tuple):
+        text = text.replace(*change)
+    else:
+        text = text.replace(change, "boto_bucket: missing").replace(
+            "s3_bucket: twistreg", "s3_bucket: missing")
+    config = tmp_path / "bad.yml"
+    config.write_text(text)
+    out = twist(tmp_path, "--config", str(config), "--listen", "tcp:0:interface=127.0.0.1",
+                "--workers", workers)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith("twistreg: S3 bucket ") and out.stderr.count("\n") == 1
+    assert out.stderr.endswith(message + "\n")
