@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import attrs
 import pytest
+import yaml
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.logger import LogLevel
@@ -20,9 +21,11 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface.verify import verifyObject
 
 from tests import services
+from tests.routes import image_json, put_json
+from tests.server import Server
 from tests.stub_index import StubIndex
 from twistreg import layout
-from twistreg.config import RedisSettings, S3Settings, load_settings
+from twistreg.config import BUILTIN_FLAVOR, RedisSettings, S3Settings, load_settings
 from twistreg.layout import is_small_key, may_hold_small_keys, parse_repository
 from twistreg.rediscache import DEFAULT_TIMEOUT, RedisClient, namespace
 from twistreg.registry.auth import Access, Authorizer, IndexClient
@@ -442,3 +445,41 @@ def test_index_answers_are_shared_by_nodes(redis, index, tmp_path, in_reactor) -
     finally:
         for client in clients:
             in_reactor(client.close)
+
+
+# -- a served registry ---------------------------------------------------------------------------
+
+
+def connections(redis) -> int:
+    """Clients connected to Redis, the one asking excluded."""
+    return len(redis.command("CLIENT", "LIST").splitlines()) - 1
+
+
+@pytest.mark.integration
+def test_close(make_node, redis, in_reactor) -> None:
+    node = make_node()
+    in_reactor(node.storage.put_content, TAG, b"1")
+    assert connections(redis) == 1
+    in_reactor(node.client.close)
+    wait_for(lambda: connections(redis) == 0, 5)
+    in_reactor(node.client.close)
+    assert in_reactor(node.storage.get_content, TAG) == b"1"  # from storage
+
+
+@pytest.mark.integration
+def test_workers_connect_and_cache_the_master_does_not(redis, tmp_path) -> None:
+    storage = tmp_path / "storage"
+    config = tmp_path / "config.yml"
+    flavor = dict(BUILTIN_FLAVOR, cache_lru={"host": redis.host, "port": redis.port})
+    config.write_text(yaml.safe_dump({"dev": flavor}))
+    server = Server(tmp_path, storage, "--config", str(config), workers=2).start()
+    try:
+        server.wait_for_workers(2)
+        wait_for(lambda: connections(redis) == 2)  # one per worker, none in the master
+        assert put_json(server, IMAGE, image_json(IMAGE)).status == 200
+        json_key = layout.image_json_key(IMAGE)
+        prefix = f"twistreg:local:{socket.gethostname()}:{storage}:"
+        assert redis.command("GET", prefix + json_key) == b"+" + image_json(IMAGE)
+    finally:
+        server.stop()
+    wait_for(lambda: connections(redis) == 0, 5)
