@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
 from tests.backends import S3Tree
 from tests.routes import new_id, new_name, push, put_tag
-from tests.server import ROOT, wait_until
+from tests.server import ROOT, Server, wait_until
 from tests.test_plugin import twist
 from tests.test_uploads import pattern, raw_request
 
@@ -155,3 +156,20 @@ def test_unusable_s3_stops_the_server_with_one_line(tree, tmp_path, workers, cha
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.startswith("twistreg: S3 bucket ") and out.stderr.count("\n") == 1
     assert out.stderr.endswith(message + "\n")
+
+
+def test_storage_redirect_sends_clients_to_s3(tree, tmp_path):
+    config = tmp_path / "redirect.yml"
+    config.write_text(tree.config.read_text().replace(
+        "dev:\n", "dev:\n  storage_redirect: true\n  storage_redirect_expires: 60\n"))
+    server = Server(tmp_path, tree.prefix, "--config", str(config)).start()
+    try:
+        image_id = new_id()
+        push(server, image_id, b"layer bytes")
+        r = server.request("GET", f"/v1/images/{image_id}/layer")
+        assert (r.status, r.body) == (302, b"")
+        assert "X-Amz-Expires=60" in r.headers["Location"]
+        with urllib.request.urlopen(r.headers["Location"]) as answer:
+            assert answer.read() == b"layer bytes"
+    finally:
+        server.stop()

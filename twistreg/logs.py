@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import IO
 
-from twisted.logger import FileLogObserver, ILogObserver, formatEventAsClassicLogText
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import FileLogObserver, ILogObserver, Logger, formatEventAsClassicLogText
 
 
 def _one_line(event: dict) -> str | None:
@@ -37,3 +38,22 @@ def naming_process(observer: ILogObserver, process: str) -> ILogObserver:
         observer(event)
 
     return named
+
+
+class Occasional:
+    """
+    A warning repeated at most once per C{interval} seconds: an outage of a service every
+    request needs (S3, Redis) must not write a line per request.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float = 60.0) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._last: float | None = None
+
+    def warn(self, logger: Logger, text: str, **fields: object) -> None:
+        """Log C{text} (a twisted.logger format) unless one was logged less than C{interval} ago."""
+        now = self._clock.seconds()
+        if self._last is None or now - self._last >= self._interval:
+            self._last = now
+            logger.warn(text, **fields)

@@ -34,6 +34,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from twistreg.config import ConfigError, S3Settings
+from twistreg.logs import Occasional
 from twistreg.storage.interface import KeyNotFound, StorageUnavailable
 
 log = Logger()
@@ -58,15 +59,6 @@ class S3Response:
     body: bytes
 
 
-class S3Error(Exception):
-    """S3 answered with an error status; C{code} is its C{<Code>} (C{NoSuchKey}...)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-
-
 def xml_elements(body: bytes, name: str) -> list[ElementTree.Element]:
     """Every element called C{name} in an S3 XML answer, whatever its namespace."""
     try:
@@ -84,16 +76,15 @@ def xml_text(element: ElementTree.Element, name: str) -> str | None:
     return None
 
 
-def _error_of(status: int, body: bytes) -> S3Error:
-    code, message = "", ""
+def _error_of(body: bytes) -> tuple[str, str]:
+    """The C{<Code>} and C{<Message>} of an S3 error answer, empty when it has none."""
     if body.lstrip().startswith(b"<"):
         try:
             root = ElementTree.fromstring(body)
-            code = xml_text(root, "Code") or ""
-            message = xml_text(root, "Message") or ""
         except ElementTree.ParseError:
-            pass
-    return S3Error(status, code or f"HTTP{status}", message)
+            return "", ""
+        return xml_text(root, "Code") or "", xml_text(root, "Message") or ""
+    return "", ""
 
 
 class _Signer(S3SigV4Auth):
@@ -318,6 +309,7 @@ class S3Client:
         self.settings = settings
         self.bucket = settings.bucket or ""
         self._clock: IReactorTime = reactor
+        self._complaints = Occasional(reactor)
         self._credentials = _credentials(settings)
         scheme = "https" if settings.secure else "http"
         host = settings.host or (
@@ -383,15 +375,16 @@ class S3Client:
         expect: tuple[int, ...] = (200,),
     ) -> S3Response:
         """
-        One request, its whole answer read; reads and deletes are retried on a refused or
-        reset connection and on 5xx.
+        One request, its whole answer read. Reads, deletes and PUTs (of bytes still at hand:
+        the same request again) are retried on a refused or reset connection and on 5xx; a
+        store that went silent is not asked again.
 
         @param sign_body: hash the body into the signature; large parts are sent unsigned.
-        @raise KeyNotFound: 404 where C{expect} does not list it.
-        @raise S3Error: another status C{expect} does not list.
-        @raise StorageUnavailable: S3 unreachable, silent, or failing with 5xx.
+        @raise KeyNotFound: 404 (no such key) where C{expect} does not list it.
+        @raise StorageUnavailable: S3 unreachable, silent, or answering another status
+            C{expect} does not list (5xx, a refused signature, no such bucket...).
         """
-        retry = method in ("GET", "HEAD", "DELETE")
+        retry = method in ("GET", "HEAD", "DELETE", "PUT")
         attempts = _READ_ATTEMPTS if retry else 1
         for attempt in range(attempts):
             try:
@@ -399,7 +392,7 @@ class S3Client:
                                             sign_body)
             except StorageUnavailable as failure:
                 if attempt + 1 == attempts or failure.timed_out:
-                    raise
+                    raise self._unavailable(failure.reason, failure.timed_out) from None
                 log.debug("S3 {method} retried: {why}", method=method, why=failure.reason)
             else:
                 if response.status in expect:
@@ -407,17 +400,23 @@ class S3Client:
                 if response.status >= 500 and attempt + 1 < attempts:
                     log.debug("S3 {method} retried after {status}", method=method,
                               status=response.status)
-                elif response.status >= 500:
-                    raise StorageUnavailable(f"S3 answered {response.status} to {method}")
                 elif response.status == 404 and method == "HEAD":
                     raise KeyNotFound(object_key)
                 else:
-                    failure = _error_of(response.status, response.body)
-                    if failure.code in ("NoSuchKey", "HTTP404"):
+                    code, message = _error_of(response.body)
+                    if response.status == 404 and code in ("NoSuchKey", ""):
                         raise KeyNotFound(object_key)
-                    raise failure
+                    raise self._unavailable(
+                        f"S3 answered {response.status} {code} to {method} {object_key}:"
+                        f" {message}")
             await self._sleep(_BACKOFF[min(attempt, len(_BACKOFF) - 1)])
         raise AssertionError("unreachable")
+
+    def _unavailable(self, reason: str, timed_out: bool = False) -> StorageUnavailable:
+        """What a request gets when S3 fails it, with a warning now and then."""
+        self._complaints.warn(log, "S3 at {endpoint} unavailable: {reason}",
+                              endpoint=self.endpoint, reason=reason)
+        return StorageUnavailable(reason, timed_out=timed_out)
 
     def _sleep(self, seconds: float) -> defer.Deferred[None]:
         return task.deferLater(self._clock, seconds, lambda: None)
@@ -470,8 +469,9 @@ class S3Client:
             return await requesting
         except Exception as failure:
             if timed_out[0]:
-                raise silent_store(self.settings.timeout) from None
-            raise StorageUnavailable(f"S3 {method} failed: {_reason(failure)}") from None
+                raise self._unavailable(silent_store(self.settings.timeout).reason,
+                                        timed_out=True) from None
+            raise self._unavailable(f"{method} {object_key}: {_reason(failure)}") from None
         finally:
             watchdog.stop()
 
