@@ -173,3 +173,24 @@ def test_storage_redirect_sends_clients_to_s3(tree, tmp_path):
             assert answer.read() == b"layer bytes"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("flavor", ["s3", "prod"])
+def test_the_stock_091_flavors_start(seaweedfs, tmp_path, flavor):
+    """config_sample.yml as 0.9.1 shipped it, with its environment variables (encryption on)."""
+    env = {"AWS_BUCKET": seaweedfs.bucket, "AWS_KEY": seaweedfs.access_key,
+           "AWS_SECRET": seaweedfs.secret_key, "AWS_HOST": seaweedfs.host,
+           "AWS_PORT": str(seaweedfs.port), "AWS_SECURE": "false",
+           "AWS_CALLING_FORMAT": "boto.s3.connection.OrdinaryCallingFormat",
+           "STORAGE_PATH": seaweedfs.fresh_prefix(), "SETTINGS_FLAVOR": flavor}
+    sample = ROOT / "tests" / "data" / "config_sample_0.9.1.yml"
+    server = Server(tmp_path, env["STORAGE_PATH"], "--config", str(sample), env=env).start()
+    try:
+        image_id = new_id()
+        push(server, image_id, b"layer")
+        assert server.request("GET", f"/v1/images/{image_id}/layer").body == b"layer"
+    finally:
+        server.stop()
+    client = seaweedfs.boto3_client()
+    key = f"{env['STORAGE_PATH'].lstrip('/')}/images/{image_id}/layer"
+    assert client.head_object(Bucket=seaweedfs.bucket, Key=key)["ContentLength"] == 5
