@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from twistreg.config import RedisSettings, Settings
+from twistreg.logs import Occasional
 
 log = Logger()
 
@@ -105,7 +106,7 @@ class RedisClient:
         self._started = 0.0
         self._factory = self._connect()
         self._failing = False
-        self._last_warning: float | None = None
+        self._warnings = Occasional(reactor, WARNING_INTERVAL)
         self._closed: defer.Deferred[None] | None = None
         self._shutdown: Any = reactor.addSystemEventTrigger(
             "during", "shutdown", self._disconnect)
@@ -201,9 +202,6 @@ class RedisClient:
     def _failed(self, why: str) -> None:
         """Warn, at most once every L{WARNING_INTERVAL} seconds, and raise."""
         self._failing = True
-        now = self._clock.seconds()
-        if self._last_warning is None or now - self._last_warning >= WARNING_INTERVAL:
-            self._last_warning = now
-            log.warn("Redis {target} unavailable ({why}); answering without it",
-                     target=self._target, why=why)
+        self._warnings.warn(log, "Redis {target} unavailable ({why}); answering without it",
+                            target=self._target, why=why)
         raise RedisUnavailable(why)
