@@ -152,7 +152,7 @@ class S3Settings:
     bucket: str | None
     region: str = "us-east-1"
     access_key: str | None = None
-    secret_key: str | None = None
+    secret_key: str | None = attrs.field(default=None, repr=False)
     secure: bool = True
     encrypt: bool = False
     host: str | None = None
@@ -176,7 +176,7 @@ class RedisSettings:
     host: str
     port: int = 6379
     db: int = 0
-    password: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
     ttl: float = DEFAULT_CACHE_TTL
 
 
