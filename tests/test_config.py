@@ -772,7 +772,7 @@ SHIPPED_FLAVORS = sorted(yaml.safe_load(SHIPPED.read_text()))
 
 
 def test_shipped_flavors() -> None:
-    assert SHIPPED_FLAVORS == ["common", "dev", "local", "prod"]
+    assert SHIPPED_FLAVORS == ["common", "dev", "local", "prod", "s3"]
 
 
 @pytest.mark.parametrize("flavor", SHIPPED_FLAVORS)
@@ -784,7 +784,7 @@ def test_shipped_config_loads_without_debug(flavor: str, log_events: list) -> No
     assert settings.loglevel == "info"
     assert settings.search_backend == "sqlite"
     assert settings.search_database is None
-    assert settings.storage == "local"
+    assert settings.storage == ("s3" if flavor == "s3" else "local")
     assert settings.server.endpoints() == ("tcp:5000",)
     require_supported_storage(settings)
     assert log_events == []
@@ -803,6 +803,15 @@ def test_shipped_storage_paths() -> None:
     prod = load(str(SHIPPED), flavor="prod", environ=environ)
     assert prod.storage_path == "/srv/images"
     assert prod.debug is True
+
+
+def test_shipped_s3_flavor() -> None:
+    environ = {"AWS_BUCKET": "images", "AWS_KEY": "k", "AWS_SECRET": "s", "AWS_HOST": "minio",
+               "AWS_PORT": "9000", "AWS_SECURE": "false",
+               "AWS_CALLING_FORMAT": "OrdinaryCallingFormat"}
+    assert load(str(SHIPPED), flavor="s3", environ=environ).s3 == S3Settings(
+        bucket="images", access_key="k", secret_key="s", secure=False, encrypt=True,
+        host="minio", port=9000, path_style=True, prefix="registry")
 
 
 def test_system_config_path_constant() -> None:
