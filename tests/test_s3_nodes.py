@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 
 from tests.backends import S3Tree
 from tests.routes import new_id, new_name, push, put_tag
@@ -194,3 +195,53 @@ def test_the_stock_091_flavors_start(seaweedfs, tmp_path, flavor):
     client = seaweedfs.boto3_client()
     key = f"{env['STORAGE_PATH'].lstrip('/')}/images/{image_id}/layer"
     assert client.head_object(Bucket=seaweedfs.bucket, Key=key)["ContentLength"] == 5
+
+
+@pytest.fixture
+def shared_nodes(tree, tmp_path, redis_server, postgresql):
+    """Two nodes of two workers on one bucket, one Redis (both caches), one PostgreSQL."""
+    config = tmp_path / "shared.yml"
+    cache = {"host": redis_server.host, "port": redis_server.port}
+    flavor = yaml.safe_load(tree.config.read_text())["dev"]
+    flavor.update(cache=cache, cache_lru=cache, search_backend="postgresql",
+                  sqlalchemy_index_database=postgresql.create_database())
+    config.write_text(yaml.safe_dump({"dev": flavor}))
+    started = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        started.append(Server(tmp_path / name, tree.prefix, "--config", str(config),
+                              workers=2).start())
+    yield started
+    for node in started:
+        node.stop()
+
+
+def test_nodes_sharing_redis_and_postgresql_see_each_others_writes(shared_nodes, redis_server):
+    a, b = shared_nodes
+    first, second, name = new_id(), new_id(), new_name()
+    push(a, first, b"first")
+    push(a, second, b"second")
+    # Read through b's cache first, then move the tag on a: b answers with the new one.
+    for _ in range(4):
+        assert put_tag(a, f"foo/{name}", "latest", first).status == 200
+        assert b.request("GET", f"/v1/repositories/foo/{name}/tags/latest").json() == first
+        assert put_tag(a, f"foo/{name}", "latest", second).status == 200
+        assert b.request("GET", f"/v1/repositories/foo/{name}/tags/latest").json() == second
+    assert b.request("GET", f"/v1/repositories/foo/{name}/properties").json() == {
+        "access": "public"}
+    assert a.request("PUT", f"/v1/repositories/foo/{name}/properties",
+                     b'{"access": "private"}').status == 200
+    for _ in range(4):
+        assert b.request("GET", f"/v1/repositories/foo/{name}/properties").json() == {
+            "access": "private"}
+    assert b.request("GET", f"/v1/search?q={name}").json()["num_results"] == 1
+    # Redis gone: still served, from S3; back: used again.
+    redis_server.kill()
+    try:
+        assert put_tag(b, f"foo/{name}", "latest", first).status == 200
+        assert a.request("GET", f"/v1/repositories/foo/{name}/tags/latest").json() == first
+        assert a.request("GET", f"/v1/images/{first}/json").status == 200
+    finally:
+        redis_server.restart()
+    wait_until(lambda: put_tag(a, f"foo/{name}", "latest", second).status == 200)
+    assert b.request("GET", f"/v1/repositories/foo/{name}/tags/latest").json() == second
