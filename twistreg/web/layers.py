@@ -16,6 +16,7 @@ from twistreg.config import Settings
 from twistreg.layout import image_layer_key
 from twistreg.registry.images import Images
 from twistreg.registry.mirror import UpstreamLayer
+from twistreg.storage.interface import StorageUnavailable
 from twistreg.web import responses
 from twistreg.web.ranges import UNSATISFIABLE, parse_range
 
@@ -38,6 +39,9 @@ async def _sending(request: IRequest, transfer: Awaitable[None], image_id: str) 
         await transfer
     except defer.CancelledError:
         raise
+    except StorageUnavailable as failure:
+        log.warn("sending layer {image_id} broke off: {why}", image_id=image_id, why=failure)
+        request.transport.abortConnection()
     except Exception:
         log.failure("sending layer {image_id} failed", image_id=image_id)
         request.transport.abortConnection()
