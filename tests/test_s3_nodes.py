@@ -5,6 +5,7 @@ killed mid-push, S3 going away and coming back, the maintenance commands.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -245,3 +246,24 @@ def test_nodes_sharing_redis_and_postgresql_see_each_others_writes(shared_nodes,
         redis_server.restart()
     wait_until(lambda: put_tag(a, f"foo/{name}", "latest", second).status == 200)
     assert b.request("GET", f"/v1/repositories/foo/{name}/tags/latest").json() == second
+
+
+def test_s3_gone_mid_download_cuts_the_answer_short(tree, tmp_path, seaweedfs):
+    server = tree.server(tmp_path).start()
+    try:
+        image_id, layer = new_id(), b"".join(pattern(48 * MiB))
+        push(server, image_id, layer)
+        connection = server.connection()
+        connection.request("GET", f"/v1/images/{image_id}/layer")
+        response = connection.getresponse()
+        assert response.status == 200 and response.read(MiB) == layer[:MiB]
+        seaweedfs.kill()
+        try:
+            with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):
+                response.read()
+        finally:
+            seaweedfs.restart()
+        wait_until(lambda: "broke off" in server.text())
+        assert "Traceback" not in server.text()
+    finally:
+        server.stop()
