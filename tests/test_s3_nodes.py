@@ -267,3 +267,35 @@ def test_s3_gone_mid_download_cuts_the_answer_short(tree, tmp_path, seaweedfs):
         assert "Traceback" not in server.text()
     finally:
         server.stop()
+
+
+def test_s3_gone_mid_upload_stores_nothing(tree, tmp_path, seaweedfs):
+    server = tree.server(tmp_path).start()
+    try:
+        image_id = new_id()
+        push(server, image_id, layer=None)
+        sock = raw_request(server, (f"PUT /v1/images/{image_id}/layer HTTP/1.1\r\nHost: x\r\n"
+                                    f"Content-Length: {64 * MiB}\r\n\r\n").encode())
+        pieces = pattern(64 * MiB)
+        for _ in range(20):
+            sock.sendall(next(pieces))
+        seaweedfs.kill()
+        try:
+            sock.settimeout(30)
+            try:
+                for piece in pieces:
+                    sock.sendall(piece)
+                answer = sock.recv(65536)
+            except (BrokenPipeError, ConnectionResetError):
+                answer = b""
+            sock.close()
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 503 ")
+        finally:
+            seaweedfs.restart()
+        wait_until(lambda: server.request("GET", "/v1/_ping").status == 200)
+        assert "layer" not in tree.names(f"images/{image_id}")
+        r = server.request("PUT", f"/v1/images/{image_id}/layer", b"the layer")
+        assert r.status == 200
+        assert "Traceback" not in server.text()
+    finally:
+        server.stop()
