@@ -95,11 +95,12 @@ class _MultipartWriter:
         self._waiting.append(waiting)
         return waiting
 
-    def _take_pending(self) -> bytes:
-        data = b"".join(self._pending)
+    def _take_pending(self) -> list[bytes]:
+        """The body's pieces so far, as they arrived (a part is sent without joining them)."""
+        pieces = self._pending
         self._pending = []
         self._pending_size = 0
-        return data
+        return pieces
 
     def _send_part(self) -> None:
         data = self._take_pending()
@@ -108,7 +109,7 @@ class _MultipartWriter:
         self._in_flight = defer.ensureDeferred(self._upload_part(number, data))
         self._in_flight.addCallbacks(self._part_sent, self._part_failed)
 
-    async def _upload_part(self, number: int, data: bytes) -> None:
+    async def _upload_part(self, number: int, data: list[bytes]) -> None:
         # Parts go one at a time: the first one starts the upload.
         if self._upload_id is None:
             self._upload_id = await self._initiate()
@@ -152,7 +153,7 @@ class _MultipartWriter:
         if self._failure is not None:
             raise self._failure
         if not self._parts:
-            await self._client.call("PUT", self._key, body=self._take_pending(),
+            await self._client.call("PUT", self._key, body=self._take_pending(), sign_body=False,
                                     headers=self._storage.put_headers)
             return
         if self._pending_size:

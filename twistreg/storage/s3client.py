@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 from xml.etree import ElementTree
@@ -21,7 +21,6 @@ import attrs
 from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.session import get_session
 from treq.client import HTTPClient
 from twisted.internet import defer, error, task
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
@@ -43,8 +42,6 @@ log = Logger()
 # gets its 503 well within 5 s.
 _READ_ATTEMPTS = 3
 _BACKOFF = (0.1, 0.5)
-# Bytes handed to the connection at a time when sending a body: progress is seen per chunk.
-_SEND_CHUNK = 256 * 1024
 # S3 closes idle connections after about 20 s; reusing one it closed fails a PUT.
 _IDLE_CONNECTION_SECONDS = 15
 _CONNECTIONS_PER_HOST = 16
@@ -138,13 +135,17 @@ class Watchdog:
 
 
 @implementer(IBodyProducer)
-class _BytesProducer:
-    """A request body sent in chunks, so that a silent store is noticed while it is sent."""
+class _ChunksProducer:
+    """
+    A request body sent a chunk at a time, as the connection takes them: a silent store is
+    noticed while the body is sent, and a part goes out as the pieces it arrived in, never
+    joined into one more copy.
+    """
 
-    def __init__(self, data: bytes, watchdog: Watchdog) -> None:
-        self._data = data
-        self.length = len(data)
-        self._offset = 0
+    def __init__(self, chunks: Sequence[bytes], watchdog: Watchdog) -> None:
+        self._chunks = chunks
+        self.length = sum(len(chunk) for chunk in chunks)
+        self._next = 0
         self._watchdog = watchdog
         self._paused = False
         self._consumer: IConsumer | None = None
@@ -157,15 +158,23 @@ class _BytesProducer:
         return self._done
 
     def _send(self) -> None:
-        assert self._consumer is not None and self._done is not None
-        while not self._paused and self._offset < self.length:
-            # The connection takes bytes only (a memoryview is refused).
-            chunk = self._data[self._offset:self._offset + _SEND_CHUNK]
-            self._offset += len(chunk)
+        assert self._done is not None
+        while not self._paused and self._next < len(self._chunks):
+            assert self._consumer is not None
+            chunk = self._chunks[self._next]
+            self._next += 1
             self._watchdog.kick()
             self._consumer.write(chunk)
-        if self._offset >= self.length and not self._done.called:
+        if self._next >= len(self._chunks) and not self._done.called:
+            self._release()
             self._done.callback(None)
+
+    def _release(self) -> None:
+        """Let go of the body and the connection: the connection refers back to this
+        producer, and the cycle would keep a part alive until the garbage collector ran."""
+        self._chunks = ()
+        self._next = 0
+        self._consumer = None
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -176,7 +185,7 @@ class _BytesProducer:
             self._send()
 
     def stopProducing(self) -> None:
-        self._offset = self.length
+        self._release()
         if self._done is not None and not self._done.called:
             self._done.errback(defer.CancelledError())
 
@@ -289,7 +298,10 @@ class Discard(Protocol):
 def _credentials(settings: S3Settings) -> Credentials:
     if settings.access_key is not None or settings.secret_key is not None:
         return Credentials(settings.access_key or "", settings.secret_key or "")
-    # The usual chain (environment, ~/.aws, instance metadata), asked once at start.
+    # The usual chain (environment, ~/.aws, instance metadata), asked once at start. Imported
+    # here: botocore's session brings its whole client machinery (8 MiB in every worker).
+    from botocore.session import get_session
+
     found = get_session().get_credentials()
     if found is None:
         raise ConfigError(
@@ -370,7 +382,7 @@ class S3Client:
         *,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | Sequence[bytes] | None = None,
         sign_body: bool = True,
         expect: tuple[int, ...] = (200,),
     ) -> S3Response:
@@ -436,7 +448,7 @@ class S3Client:
         *,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | Sequence[bytes] | None = None,
         sign_body: bool = True,
     ) -> IResponse:
         """
@@ -446,11 +458,13 @@ class S3Client:
         @raise StorageUnavailable: S3 unreachable or silent for the timeout.
         """
         url = self.url(object_key, query)
+        chunks = [body] if isinstance(body, bytes) else body
         payload_hash = UNSIGNED_PAYLOAD
-        if body is not None and sign_body:
-            payload_hash = hashlib.sha256(body).hexdigest()
-        elif body is None:
-            payload_hash = hashlib.sha256(b"").hexdigest()
+        if chunks is None or sign_body:
+            hashed = hashlib.sha256()
+            for chunk in chunks or ():
+                hashed.update(chunk)
+            payload_hash = hashed.hexdigest()
         sending = dict(headers or {})
         signed = self._signed_headers(method, url, sending, payload_hash)
         requesting: defer.Deferred[IResponse]
@@ -461,10 +475,12 @@ class S3Client:
 
         timed_out = [False]
         watchdog = Watchdog(self._clock, self.settings.timeout, expire)
-        producer = None if body is None else _BytesProducer(body, watchdog)
+        producer = None if chunks is None else _ChunksProducer(chunks, watchdog)
+        # unbuffered: the caller reads the body as it arrives (treq would gather it first,
+        # whatever pauses the reader asks for).
         requesting = self._http.request(
             method, url, headers={name: [value] for name, value in signed.items()},
-            data=producer)
+            data=producer, unbuffered=True)
         try:
             return await requesting
         except Exception as failure:
