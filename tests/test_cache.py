@@ -47,7 +47,7 @@ TOKEN = 'Token signature=ok,repository="foo/bar",access=read'
     layout.image_json_key(IMAGE), layout.image_ancestry_key(IMAGE),
     layout.image_checksum_key(IMAGE), TAG, layout.tag_key(REPOSITORY, "_x"),
     layout.repository_json_key(REPOSITORY), layout.index_images_key(REPOSITORY),
-    layout.private_flag_key(REPOSITORY),
+    layout.private_flag_key(REPOSITORY), layout.image_inprogress_key(IMAGE),
 ])
 def test_small_keys(key: str) -> None:
     assert is_small_key(key)
@@ -55,7 +55,7 @@ def test_small_keys(key: str) -> None:
 
 @pytest.mark.parametrize("key", [
     layout.image_layer_key(IMAGE), layout.image_files_key(IMAGE), layout.image_diff_key(IMAGE),
-    layout.image_inprogress_key(IMAGE), layout.images_list_key(REPOSITORY.key),
+    layout.images_list_key(REPOSITORY.key),
     layout.tag_json_key(REPOSITORY, "latest"), "images/json", "repositories/foo/json",
     f"repositories/foo/bar/x/{TAG.rsplit('/', 1)[1]}", "images/a/b/json", "json", "",
 ])
@@ -274,19 +274,44 @@ def test_remove_and_remove_tree_leave_missing_entries(make_node, redis, in_react
 
 @pytest.mark.integration
 def test_layers_and_large_keys_never_reach_redis(make_node, redis, in_reactor) -> None:
+    """Only a layer's size does, written by the layer's commit."""
     node = make_node()
-    writer = in_reactor(node.storage.open_writer, layout.image_layer_key(IMAGE))
+    layer = layout.image_layer_key(IMAGE)
+    writer = in_reactor(node.storage.open_writer, layer)
     in_reactor(writer.write, b"layer bytes")
     in_reactor(writer.commit)
     for key in (layout.image_files_key(IMAGE), layout.image_diff_key(IMAGE),
-                layout.image_inprogress_key(IMAGE), layout.images_list_key(REPOSITORY.key)):
+                layout.images_list_key(REPOSITORY.key)):
         in_reactor(node.storage.put_content, key, b"[]")
         assert in_reactor(node.storage.get_content, key) == b"[]"
-    assert in_reactor(node.storage.get_content, layout.image_layer_key(IMAGE)) == b"layer bytes"
-    assert in_reactor(node.storage.exists, layout.image_layer_key(IMAGE)) is True
-    assert in_reactor(node.storage.size, layout.image_layer_key(IMAGE)) == 11
-    in_reactor(node.storage.remove, layout.image_inprogress_key(IMAGE))
-    assert redis.command("DBSIZE") == 0
+    assert in_reactor(node.storage.get_content, layer) == b"layer bytes"
+    assert in_reactor(node.storage.exists, layer) is True
+    assert in_reactor(node.storage.size, layer) == 11
+    assert redis.command("KEYS", "*") == [f"twistreg:test:{layer}#size".encode()]
+    assert entry(redis, layer + "#size") == b"+11"
+
+
+@pytest.mark.integration
+def test_a_layer_size_is_seen_by_every_node_once_committed(make_node, in_reactor) -> None:
+    a, b = make_node(), make_node()
+    layer = layout.image_layer_key(IMAGE)
+    with pytest.raises(KeyNotFound):
+        in_reactor(b.storage.size, layer)
+    writer = in_reactor(a.storage.open_writer, layer)
+    in_reactor(writer.write, b"first")
+    in_reactor(writer.commit)
+    assert in_reactor(b.storage.size, layer) == 5
+    writer = in_reactor(a.storage.open_writer, layer)
+    in_reactor(writer.write, b"second layer")
+    in_reactor(writer.abort)
+    assert in_reactor(b.storage.size, layer) == 5
+    writer = in_reactor(a.storage.open_writer, layer)
+    in_reactor(writer.write, b"second layer")
+    in_reactor(writer.commit)
+    assert in_reactor(b.storage.size, layer) == 12
+    in_reactor(a.storage.remove, layer)
+    with pytest.raises(KeyNotFound):
+        in_reactor(b.storage.size, layer)
 
 
 @pytest.mark.integration

@@ -210,9 +210,9 @@ def images_list_key(repository_key: str) -> str:
 
 
 # The small keys a cache may hold (docs/storage.md, "Redis caches"): read on every pull and
-# written whole.  Layers and the R9/R10 caches are large; C{_inprogress} and C{_images_list}
-# belong to a push in progress and stay with storage alone.
-_SMALL_IMAGE_FILES = frozenset({"json", "ancestry", "_checksum"})
+# written whole.  Layers and the R9/R10 caches are large; C{_images_list} is only read by the
+# push that the index listed it for.
+_SMALL_IMAGE_FILES = frozenset({"json", "ancestry", "_checksum", "_inprogress"})
 _SMALL_REPOSITORY_FILES = frozenset({"json", "_index_images", "_private"})
 # Small keys are C{images/<id>/<file>} and C{repositories/<namespace>/<name>/<file>}.
 _SMALL_KEY_DEPTH = {IMAGES: 3, REPOSITORIES: 4}
@@ -220,7 +220,8 @@ _SMALL_KEY_DEPTH = {IMAGES: 3, REPOSITORIES: 4}
 
 def is_small_key(key: str) -> bool:
     """
-    Whether C{key} is an image's json, ancestry or C{_checksum}, or a repository's tag file
+    Whether C{key} is an image's json, ancestry, C{_checksum} or C{_inprogress} marker, or a
+    repository's tag file
     (C{tag_*}), json, C{_index_images} or C{_private} marker: what a cache in front of
     storage keeps.
     """
@@ -231,6 +232,12 @@ def is_small_key(key: str) -> bool:
     if parts[0] == IMAGES:
         return name in _SMALL_IMAGE_FILES
     return name in _SMALL_REPOSITORY_FILES or name.startswith(_TAG_PREFIX)
+
+
+def is_layer_key(key: str) -> bool:
+    """Whether C{key} is an image's layer (L{image_layer_key}), whose size a cache may keep."""
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == IMAGES and parts[2] == "layer"
 
 
 def may_hold_small_keys(directory: str) -> bool:

@@ -2,20 +2,23 @@
 """
 The C{cache_lru} section: a Redis cache of small keys in front of any storage driver.
 
-Only small keys are cached (L{twistreg.layout.is_small_key}: image json, ancestry and
-C{_checksum}; a repository's tags, json, C{_index_images} and private marker), and only what
-C{get_content} and C{exists} ask of them; every other key and every streaming method goes
-straight to storage.
+Only small keys are cached (L{twistreg.layout.is_small_key}: image json, ancestry,
+C{_checksum} and in-progress marker; a repository's tags, json, C{_index_images} and private
+marker), and only what C{get_content} and C{exists} ask of them; and the size of layers
+(L{twistreg.layout.is_layer_key}), which every image json answer carries. Every other key and
+every streaming method goes straight to storage.
 
 An entry is C{+<value>} for a stored key or C{-} for a missing one, under
-C{<namespace><key>} (L{twistreg.rediscache.namespace}), and lives C{cache_lru.ttl} seconds.
+C{<namespace><key>} (L{twistreg.rediscache.namespace}); a layer's size is C{+<decimal>} under
+C{<namespace><key>#size}. Entries live C{cache_lru.ttl} seconds.
 
 The rule that keeps nodes consistent:
 
-  - A write (C{put_content}, C{remove}, C{remove_tree}) changes storage first, then SETs the
-    entry unconditionally: C{+<value>}, or C{-} for a removal.  Once the write has returned,
-    every node reads the new entry.  When storage fails, the entry is deleted instead: the
-    write may have landed or not, so the next reader asks storage.
+  - A write (C{put_content}, C{remove}, C{remove_tree}, a layer writer's C{commit}) changes
+    storage first, then SETs the entry unconditionally: C{+<value>}, or C{-} for a removal.
+    Once the write has returned, every node reads the new entry.  When storage fails, the
+    entry is deleted instead: the write may have landed or not, so the next reader asks
+    storage.
   - A miss reads storage and fills the entry with SET NX: a reader that read storage before a
     write ends can never put the older value back over the writer's SET, even for a removal,
     since the writer leaves C{-} rather than nothing.  That is also why a missing key is
@@ -38,9 +41,9 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import alsoProvides, implementer, providedBy
 
-from twistreg.layout import is_small_key, may_hold_small_keys
+from twistreg.layout import is_layer_key, is_small_key, may_hold_small_keys
 from twistreg.rediscache import RedisClient, RedisUnavailable
-from twistreg.storage.interface import IStorage, KeyNotFound
+from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
 
 #: How many keys whose Redis update failed a process remembers; past it, their entries
 #: expire with their TTL.
@@ -48,6 +51,7 @@ STALE_LIMIT = 10000
 
 _PRESENT = b"+"
 _ABSENT = b"-"
+_SIZE = "#size"
 
 
 @implementer(IStorage)
@@ -88,7 +92,7 @@ class CachedStorage:
             return self._backend.get_content(key)
 
         async def read() -> bytes:
-            value = await self._lookup(key)
+            value = await self._lookup(key, lambda: self._stored(key))
             if value is None:
                 raise KeyNotFound(key)
             return value
@@ -101,9 +105,27 @@ class CachedStorage:
             return self._backend.exists(key)
 
         async def read() -> bool:
-            return await self._lookup(key) is not None
+            return await self._lookup(key, lambda: self._stored(key)) is not None
 
         return defer.ensureDeferred(read())
+
+    def size(self, key: str) -> defer.Deferred[int]:
+        if not is_layer_key(key):
+            return self._backend.size(key)
+
+        async def read() -> int:
+            value = await self._lookup(key + _SIZE, lambda: self._stored_size(key))
+            if value is None:
+                raise KeyNotFound(key)
+            return int(value)
+
+        return defer.ensureDeferred(read())
+
+    def open_writer(self, key: str) -> defer.Deferred[Any]:
+        """A layer's writer records the new size once committed."""
+        if not is_layer_key(key):
+            return self._backend.open_writer(key)
+        return self._backend.open_writer(key).addCallback(_SizeWriter, key, self)
 
     def put_content(self, key: str, data: bytes) -> defer.Deferred[None]:
         if not is_small_key(key):
@@ -112,10 +134,11 @@ class CachedStorage:
             self._write([key], _PRESENT + data, lambda: self._backend.put_content(key, data)))
 
     def remove(self, key: str) -> defer.Deferred[None]:
-        if not is_small_key(key):
+        cached = key if is_small_key(key) else key + _SIZE if is_layer_key(key) else None
+        if cached is None:
             return self._backend.remove(key)
         return defer.ensureDeferred(
-            self._write([key], _ABSENT, lambda: self._backend.remove(key)))
+            self._write([cached], _ABSENT, lambda: self._backend.remove(key)))
 
     def remove_tree(self, key: str) -> defer.Deferred[None]:
         """The small keys below C{key} are listed first, to leave C{-} in their entries."""
@@ -128,14 +151,8 @@ class CachedStorage:
 
     # -- straight to storage --------------------------------------------------------------------
 
-    def size(self, key: str) -> defer.Deferred[int]:
-        return self._backend.size(key)
-
     def list_directory(self, key: str) -> defer.Deferred[list[str]]:
         return self._backend.list_directory(key)
-
-    def open_writer(self, key: str) -> defer.Deferred[Any]:
-        return self._backend.open_writer(key)
 
     def stream(self, key: str, consumer: Any, offset: int, length: int) -> defer.Deferred[None]:
         return self._backend.stream(key, consumer, offset, length)
@@ -148,19 +165,20 @@ class CachedStorage:
     def _redis_key(self, key: str) -> bytes:
         return (self._namespace + key).encode("utf-8", "surrogatepass")
 
-    async def _lookup(self, key: str) -> bytes | None:
-        """The value of a small key, None when it is missing: from Redis, else from storage."""
+    async def _lookup(self, key: str,
+                      read: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
+        """The entry C{key}, None when missing: from Redis, else C{read} from storage."""
         redis_key = self._redis_key(key)
         try:
             await self._forget_stale()
             cached = await self._redis.get(redis_key)
         except RedisUnavailable:
-            return await self._stored(key)
+            return await read()
         if cached == _ABSENT:
             return None
         if cached is not None and cached.startswith(_PRESENT):
             return cached[len(_PRESENT):]
-        value = await self._stored(key)
+        value = await read()
         try:
             await self._redis.set(redis_key, _ABSENT if value is None else _PRESENT + value,
                                   self._ttl, only_if_absent=True)
@@ -173,6 +191,17 @@ class CachedStorage:
             return await self._backend.get_content(key)
         except KeyNotFound:
             return None
+
+    async def _stored_size(self, key: str) -> bytes | None:
+        try:
+            return b"%d" % await self._backend.size(key)
+        except KeyNotFound:
+            return None
+
+    async def layer_committed(self, key: str, size: int,
+                              commit: Callable[[], Awaitable[None]]) -> None:
+        """A layer writer's commit, then the layer's new size in its entry."""
+        await self._write([key + _SIZE], _PRESENT + b"%d" % size, commit)
 
     async def _write(self, keys: list[str], entry: bytes,
                      write: Callable[[], Awaitable[None]]) -> None:
@@ -216,3 +245,26 @@ class CachedStorage:
             elif may_hold_small_keys(key):
                 keys.extend(await self._small_keys_under(key))
         return keys
+
+
+@implementer(IWriter)
+class _SizeWriter:
+    """A layer's writer that, once committed, puts the layer's size in its cache entry."""
+
+    def __init__(self, writer: IWriter, key: str, cache: CachedStorage) -> None:
+        self._writer = writer
+        self._key = key
+        self._cache = cache
+        self._size = 0
+
+    def write(self, data: bytes) -> defer.Deferred[None] | None:
+        self._size += len(data)
+        return self._writer.write(data)
+
+    def commit(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._cache.layer_committed(
+            self._key, self._size, lambda: defer.maybeDeferred(self._writer.commit)))
+
+    def abort(self) -> None:
+        self._writer.abort()
+
