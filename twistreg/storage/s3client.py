@@ -375,23 +375,14 @@ class S3Client:
         """Close the idle connections (a stopping worker, a test)."""
         return self._pool.closeCachedConnections()
 
-    async def call(
-        self,
-        method: str,
-        object_key: str = "",
-        *,
-        query: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        body: bytes | Sequence[bytes] | None = None,
-        sign_body: bool = True,
-        expect: tuple[int, ...] = (200,),
-    ) -> S3Response:
+    async def call(self, method: str, object_key: str = "", *,
+                   expect: tuple[int, ...] = (200,), **request: Any) -> S3Response:
         """
         One request, its whole answer read. Reads, deletes and PUTs (of bytes still at hand:
         the same request again) are retried on a refused or reset connection and on 5xx; a
         store that went silent is not asked again.
 
-        @param sign_body: hash the body into the signature; large parts are sent unsigned.
+        @param request: what L{open} takes beside the method and key.
         @raise KeyNotFound: 404 (no such key) where C{expect} does not list it.
         @raise StorageUnavailable: S3 unreachable, silent, or answering another status
             C{expect} does not list (5xx, a refused signature, no such bucket...).
@@ -400,8 +391,7 @@ class S3Client:
         attempts = _READ_ATTEMPTS if retry else 1
         for attempt in range(attempts):
             try:
-                response = await self._once(method, object_key, query, headers or {}, body,
-                                            sign_body)
+                response = await self._once(method, object_key, request)
             except StorageUnavailable as failure:
                 if attempt + 1 == attempts or failure.timed_out:
                     raise self._unavailable(failure.reason, failure.timed_out) from None
@@ -433,10 +423,9 @@ class S3Client:
     def _sleep(self, seconds: float) -> defer.Deferred[None]:
         return task.deferLater(self._clock, seconds, lambda: None)
 
-    async def _once(self, method: str, object_key: str, query, headers: Mapping[str, str],
-                    body: bytes | None, sign_body: bool) -> S3Response:
-        response = await self.open(method, object_key, query=query, headers=headers,
-                                   body=body, sign_body=sign_body)
+    async def _once(self, method: str, object_key: str,
+                    request: Mapping[str, Any]) -> S3Response:
+        response = await self.open(method, object_key, **request)
         collect = _Collect(self._clock, self.settings.timeout)
         response.deliverBody(collect)
         return S3Response(response.code, _headers(response), await collect.done)
@@ -455,6 +444,9 @@ class S3Client:
         Send one request and wait for the status line and headers; the body is the
         caller's to read (see L{BodyPipe}, L{Watchdog}).
 
+        @param body: bytes, or the pieces of a body sent one after the other.
+        @param sign_body: hash the body into the signature; layer bodies go unsigned (their
+            hash would cost the reactor time, and twistreg checks its own checksums).
         @raise StorageUnavailable: S3 unreachable or silent for the timeout.
         """
         url = self.url(object_key, query)
