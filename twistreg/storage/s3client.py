@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from twistreg.config import ConfigError, S3Settings
@@ -522,10 +522,9 @@ def _reason(failure: Any) -> str:
     return str(failure) or type(failure).__name__
 
 
-def content_length(response: S3Response | IResponse) -> int:
-    """The size a HEAD or GET answer announces."""
-    if isinstance(response, S3Response):
-        return int(response.headers.get("content-length", "0"))
-    if response.length is UNKNOWN_LENGTH:
-        raise StorageUnavailable("S3 answered without a Content-Length")
-    return int(response.length)
+def content_length(response: S3Response) -> int:
+    """The size a HEAD answer announces."""
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        raise StorageUnavailable("S3 answered a HEAD without a Content-Length") from None
