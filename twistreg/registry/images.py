@@ -85,9 +85,14 @@ class LayerUpload:
         return waits[0] if len(waits) == 1 else defer.gatherResults(waits)
 
     async def commit(self) -> None:
-        """Publish the layer, then its C{_checksum}."""
-        checksum = await self._hasher.checksum()
-        await self._writer.commit()
+        """Publish the layer, then its C{_checksum}; what did not get published is dropped."""
+        try:
+            checksum = await self._hasher.checksum()
+            await self._writer.commit()
+        except BaseException:
+            # An S3 multipart upload would otherwise wait a day for the purge.
+            self.abort()
+            raise
         await self._storage.put_content(
             image_checksum_key(self._image_id), json.dumps([checksum]).encode()
         )
