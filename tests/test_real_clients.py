@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 
+from tests.backends import open_backend
 from tests.test_push_pull import BASE, CHILD, make_layer, push_image
 
 pytestmark = pytest.mark.integration
@@ -22,12 +23,10 @@ pytestmark = pytest.mark.integration
 LAYERS = {BASE: make_layer({"a": b"base"}), CHILD: make_layer({"b": b"child" * 20000})}
 
 
-@pytest.fixture(scope="module")
-def pushed(tmp_path_factory):
-    from tests.server import Server
-
+@pytest.fixture(scope="module", params=["local", "s3"])
+def pushed(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clients")
-    running = Server(tmp, tmp / "storage").start()
+    running = open_backend(request, request.param, tmp).server(tmp).start()
     push_image(running, BASE, json.dumps({"id": BASE}).encode(), LAYERS[BASE])
     push_image(running, CHILD, json.dumps({"id": CHILD, "parent": BASE}).encode(),
                LAYERS[CHILD])
