@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
 
+from twisted.internet import defer, task
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -20,11 +22,29 @@ from twistreg.storage import open_storage
 from twistreg.storage.interface import IMaintainable, IStorage
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """The options that say which configuration (and so which storage) a command works on."""
+def add_storage_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    main: Callable[[Any, argparse.Namespace], Coroutine[Any, Any, None]],
+    *,
+    help: str,
+    description: str,
+) -> None:
+    """
+    Add a command that works on the storage a configuration names: the options that say
+    which (C{--config}, C{--flavor}, C{--storage-path}), and C{main(reactor, options)}, run
+    on the reactor with warnings on stderr.
+    """
+    parser = commands.add_parser(name, help=help, description=description)
     parser.add_argument("--config", metavar="FILE", help="the config file (as twist twistreg)")
     parser.add_argument("--flavor", metavar="NAME", help="the config flavor")
     parser.add_argument("--storage-path", metavar="DIR", help="overrides storage_path")
+
+    def run(options: argparse.Namespace) -> None:
+        log_warnings_to_stderr()
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))
+
+    parser.set_defaults(run=run)
 
 
 def log_warnings_to_stderr() -> None:

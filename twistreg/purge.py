@@ -12,35 +12,20 @@ from __future__ import annotations
 
 import argparse
 
-from twisted.internet import task
-
-from twistreg.commands import (
-    add_config_options,
-    fail,
-    log_warnings_to_stderr,
-    open_existing_storage,
-)
+from twistreg.commands import add_storage_command, fail, open_existing_storage
 from twistreg.config import ConfigError
 from twistreg.storage.interface import IStaleUploads, StorageUnavailable
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
-    """Add C{purge-uploads} and its options to the subcommands of C{python -m twistreg}."""
-    parser = commands.add_parser(
-        "purge-uploads",
+    """Add C{purge-uploads} to the subcommands of C{python -m twistreg}."""
+    add_storage_command(
+        commands, "purge-uploads", _purge,
         help="remove unfinished uploads of writers that died",
         description="Remove the temporary files (local storage) or abort the multipart"
         " uploads older than s3_upload_max_age (S3) that crashed writers left behind."
         " Safe while servers run.",
     )
-    add_config_options(parser)
-    parser.set_defaults(run=run)
-
-
-def run(options: argparse.Namespace) -> None:
-    """Purge; print one line, exit 0 or 1."""
-    log_warnings_to_stderr()
-    task.react(_purge, (options,))
 
 
 async def _purge(reactor, options: argparse.Namespace) -> None:

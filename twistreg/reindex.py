@@ -10,35 +10,20 @@ from __future__ import annotations
 
 import argparse
 
-from twisted.internet import task
-
-from twistreg.commands import (
-    add_config_options,
-    fail,
-    log_warnings_to_stderr,
-    open_existing_storage,
-)
+from twistreg.commands import add_storage_command, fail, open_existing_storage
 from twistreg.config import ConfigError
 from twistreg.registry.search import open_search_index, walk
 from twistreg.storage.interface import StorageUnavailable
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
-    """Add C{reindex} and its options to the subcommands of C{python -m twistreg}."""
-    parser = commands.add_parser(
-        "reindex",
+    """Add C{reindex} to the subcommands of C{python -m twistreg}."""
+    add_storage_command(
+        commands, "reindex", _reindex,
         help="rebuild the search index from the storage tree",
         description="Replace every row of the search index with the repositories found in"
         " storage. Safe while servers run; pushes made during the rebuild may need another.",
     )
-    add_config_options(parser)
-    parser.set_defaults(run=run)
-
-
-def run(options: argparse.Namespace) -> None:
-    """Rebuild the index the options' settings name; print one line, exit 0 or 1."""
-    log_warnings_to_stderr()
-    task.react(_reindex, (options,))
 
 
 async def _reindex(reactor, options: argparse.Namespace) -> None:
