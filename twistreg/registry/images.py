@@ -9,7 +9,7 @@ carrying the contract's messages, raised in each route's check order.
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
@@ -31,7 +31,13 @@ from twistreg.layout import (
 from twistreg.registry import layerfiles
 from twistreg.registry.auth import Authorizer, Token
 from twistreg.registry.documents import parse_json
-from twistreg.storage.interface import IRedirectable, IStorage, IWriter, KeyNotFound
+from twistreg.storage.interface import (
+    ILocalFiles,
+    IRedirectable,
+    IStorage,
+    IWriter,
+    KeyNotFound,
+)
 from twistreg.tarfiles import LayerFormatError
 
 log = Logger()
@@ -219,6 +225,15 @@ class Images:
         if not IRedirectable.providedBy(self._storage):
             return None
         return self._storage.redirect_url(image_layer_key(image_id))
+
+    async def local_layer(self, image_id: str) -> BinaryIO | None:
+        """The layer's own file, on a store that keeps files on this machine; else None."""
+        if not ILocalFiles.providedBy(self._storage):
+            return None
+        try:
+            return await self._storage.open_file(image_layer_key(image_id))
+        except KeyNotFound:
+            return None
 
     def stream_layer(self, image_id: str, consumer, offset: int, length: int) -> defer.Deferred:
         """Send C{length} bytes of the layer from C{offset} to C{consumer}."""

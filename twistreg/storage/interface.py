@@ -124,6 +124,13 @@ class IStaleUploads(Interface):
         """@return: a Deferred firing with how many leftovers were removed."""
 
 
+class ILocalFiles(Interface):
+    """
+    Optional beside L{IStorage}, a marker: C{open_file} opens the stored file itself, on this
+    machine, so the kernel can send it to a socket (C{os.sendfile}) with no copy in between.
+    """
+
+
 class IRedirectable(Interface):
     """Optional beside L{IStorage}: a store clients can download from directly."""
 

@@ -23,6 +23,7 @@ from zope.interface import implementer
 from twistreg.config import ConfigError
 from twistreg.layout import IMAGES, REPOSITORIES
 from twistreg.storage.interface import (
+    ILocalFiles,
     IMaintainable,
     IStaleUploads,
     IStorage,
@@ -138,7 +139,7 @@ class _RangeProducer:
         self._consumer.unregisterProducer()
 
 
-@implementer(IStorage, IMaintainable, IStaleUploads)
+@implementer(IStorage, IMaintainable, IStaleUploads, ILocalFiles)
 class LocalStorage:
     """
     IStorage over a directory.

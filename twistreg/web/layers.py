@@ -19,6 +19,7 @@ from twistreg.registry.mirror import UpstreamLayer
 from twistreg.storage.interface import StorageUnavailable
 from twistreg.web import responses
 from twistreg.web.ranges import UNSATISFIABLE, parse_range
+from twistreg.web.sendfile import kernel_socket, send_file
 
 log = Logger()
 
@@ -77,10 +78,20 @@ async def send_layer(
         request.setResponseCode(206)
         request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (first, last, size))
     if request.method != b"HEAD" and last >= first:
-        await _sending(
-            request, images.stream_layer(image_id, request, first, last - first + 1), image_id
-        )
+        await _sending(request, _transfer(request, images, image_id, first, last - first + 1),
+                       image_id)
     return b""
+
+
+async def _transfer(request: IRequest, images: Images, image_id: str, offset: int,
+                    length: int) -> None:
+    """The kernel sends a local file to a plain connection; anything else streams."""
+    socket = kernel_socket(request)
+    file = await images.local_layer(image_id) if socket is not None else None
+    if socket is not None and file is not None:
+        await send_file(request, socket, file, offset, length)
+    else:
+        await images.stream_layer(image_id, request, offset, length)
 
 
 async def relay_layer(request: IRequest, upstream: UpstreamLayer, image_id: str,
