@@ -45,8 +45,8 @@ class FileResource(Resource):
         done = send_file(request, transport, open(self.path, "rb"), offset, length)
 
         def ended(outcome):
-            self.outcomes.append(outcome if outcome is None else outcome.type)
             self.sent.append(request.sentLength)
+            self.outcomes.append(outcome if outcome is None else outcome.type)
             if outcome is None:
                 request.finish()
 
@@ -73,6 +73,13 @@ def served(tmp_path, in_reactor, monkeypatch):
     in_reactor(port.stopListening)
 
 
+def wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
 def test_whole_ranged_and_the_connection_serves_on(served) -> None:
     port, data, resource, calls = served
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -81,6 +88,8 @@ def test_whole_ranged_and_the_connection_serves_on(served) -> None:
         response = connection.getresponse()
         assert response.status == 200
         assert response.read() == data[offset:offset + length]
+    # The reactor's thread notes the end just after the last bytes left.
+    wait_for(lambda: len(resource.outcomes) == 3)
     assert resource.outcomes == [None, None, None]
     assert resource.sent == [len(data), 5 * MiB, 1]
     assert calls, "os.sendfile was not used"
@@ -97,6 +106,7 @@ def test_a_slow_reader_is_sent_as_it_reads(served) -> None:
         if len(received) < 4 * MiB:
             time.sleep(0.05)
     assert bytes(received) == data
+    wait_for(lambda: resource.outcomes)
     assert resource.outcomes == [None]
 
 
@@ -107,10 +117,8 @@ def test_a_client_that_goes_away(served) -> None:
     sock.sendall(f"GET /0/{len(data)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert sock.recv(65536)
     sock.close()
-    deadline = time.monotonic() + 10
-    while not resource.outcomes and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert resource.outcomes and resource.outcomes[0] is not None
+    wait_for(lambda: resource.outcomes)
+    assert resource.outcomes[0] is not None
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("GET", "/0/10")
     assert connection.getresponse().read() == data[:10]
