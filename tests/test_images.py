@@ -10,7 +10,7 @@ import json
 import os
 import tarfile
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.tempdirs import TemporaryDirectories
@@ -19,7 +19,8 @@ from twistreg.checksums import payload_checksum
 from twistreg.config import load_settings
 from twistreg.errors import RegistryError
 from twistreg.registry.auth import Authorizer
-from twistreg.registry.images import Images
+from twistreg.registry.images import Images, LayerUpload
+from twistreg.storage.interface import StorageUnavailable
 from twistreg.storage.local import LocalStorage
 
 BASE = "a" * 64
@@ -260,3 +261,33 @@ class OddBodiesTests(ImagesTestCase):
             self.assertEqual(self.refused(self.images.put_checksum(BASE, header)),
                              (400, "Checksum mismatch"))
         self.done(self.images.put_checksum(BASE, payload_checksum(body, b"")))
+
+
+class _Waiting:
+    """A writer or hasher that asks the body to wait, then answers as it is told."""
+
+    def __init__(self) -> None:
+        self.waiting: Deferred[None] = Deferred()
+
+    def update(self, data: bytes) -> Deferred[None]:
+        return self.waiting
+
+    write = update
+
+    def stop(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class LayerUploadWaitTests(SynchronousTestCase):
+    def test_a_storage_failure_while_both_wait_is_itself(self) -> None:
+        """Not a FirstError: the web layer answers a storage failure 503, not 500."""
+        writer, hasher = _Waiting(), _Waiting()
+        upload = LayerUpload(None, "a" * 64, writer, hasher)  # type: ignore[arg-type]
+        waiting = upload.write(b"x")
+        assert waiting is not None
+        writer.waiting.errback(StorageUnavailable("S3 refused"))
+        hasher.waiting.callback(None)
+        self.failureResultOf(waiting, StorageUnavailable)

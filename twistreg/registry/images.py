@@ -88,7 +88,12 @@ class LayerUpload:
         waits = [w for w in (self._hasher.update(data), self._writer.write(data)) if w]
         if not waits:
             return None
-        return waits[0] if len(waits) == 1 else defer.gatherResults(waits)
+        if len(waits) == 1:
+            return waits[0]
+        # The first failure as it is (a storage failure is a 503, not a FirstError's 500).
+        return defer.gatherResults(waits, consumeErrors=True).addErrback(
+            lambda failure: failure.value.subFailure if failure.check(defer.FirstError)
+            else failure)
 
     async def commit(self) -> None:
         """Publish the layer, then its C{_checksum}; what did not get published is dropped."""
