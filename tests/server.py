@@ -9,6 +9,7 @@ import http.client
 import importlib.util
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -76,14 +77,16 @@ class Server(Client):
     @param workers: C{--workers}; 0 (the default) serves in the one process. With workers,
         L{start} returns once the first worker is ready (the master's "serving" line): see
         L{wait_for_workers} for the others.
+    @param file_limit: the soft and hard limits on open files it starts with.
     """
 
     def __init__(
         self, tmp: Path, storage: Path, *args: str, env: dict | None = None,
         listen: tuple[str, ...] = ("--listen", "tcp:0:interface=127.0.0.1"),
-        workers: int = 0,
+        workers: int = 0, file_limit: int | None = None,
     ):
         super().__init__()
+        self._file_limit = file_limit
         self.storage = storage
         self._listen = listen
         self._workers = workers
@@ -111,7 +114,7 @@ class Server(Client):
         self._process = subprocess.Popen(
             command, cwd=self._tmp, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=self._limit_files,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -119,6 +122,11 @@ class Server(Client):
             self.stop()
             raise AssertionError("server did not start:\n" + "".join(self.output))
         return self
+
+    def _limit_files(self) -> None:
+        """In the child: both limits on open files at C{file_limit}, when given."""
+        if self._file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self._file_limit, self._file_limit))
 
     def _read(self) -> None:
         assert self._process is not None and self._process.stdout is not None

@@ -131,7 +131,10 @@ class RegistryServiceMaker:
         from twistreg.config import ConfigError, load_settings
         from twistreg.server.notify import Notifier
         from twistreg.service import PreforkRegistryService, make_service
+        from twistreg.web.capacity import raise_open_file_limit
 
+        # Idle keep-alive connections each hold a descriptor; workers inherit the limit.
+        raise_open_file_limit()
         parent = _ExitOnStartError(reactor)
         notifier = Notifier.from_environ(os.environ)
         try:

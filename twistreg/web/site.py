@@ -21,6 +21,7 @@ from twistreg.compat import BadRequestChannel
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
 from twistreg.web.body import RegistryRequest
+from twistreg.web.capacity import LINGERING, Overloaded, connection_capacity
 from twistreg.web.v1 import build_routes
 from twistreg.web.v1.routes import RouteTable
 from twistreg.web.wsgi import PrefixMount, WSGIContainer, mount_prefix
@@ -64,7 +65,14 @@ def registry_resource(registry: Registry) -> RegistryResource:
 
 
 class RegistryChannel(BadRequestChannel):
-    """A connection whose answer to a request twisted.web cannot parse is JSON too."""
+    """
+    A connection whose answer to a request twisted.web cannot parse is JSON too, and that
+    tells its Site when it ends (the Site counts connections: L{twistreg.web.capacity}).
+    """
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.site.connection_closed()
 
     def bad_request_answer(self, head: bool) -> bytes:
         if any(getattr(request, "answered_early", False) for request in self.requests):
@@ -109,6 +117,28 @@ class RegistrySite(server.Site):
         self.protocol = RegistryChannel
         self.noisy = False
         self._access_log = access_log
+        self.capacity = connection_capacity()
+        self.connections = 0
+        self.overloaded = 0
+
+    def buildProtocol(self, addr):
+        """
+        A channel; past the process's capacity, the 503 answer; past what may linger with
+        that answer, nothing (the connection is closed at once).
+        """
+        if self.connections < self.capacity:
+            self.connections += 1
+            return super().buildProtocol(addr)
+        if self.overloaded >= LINGERING:
+            return None
+        self.overloaded += 1
+        return Overloaded(self.reactor, self._overload_closed)
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
+
+    def _overload_closed(self) -> None:
+        self.overloaded -= 1
 
     def _root(self) -> IResource:
         if self.registry is not None:
