@@ -13,7 +13,9 @@ import time
 
 import pytest
 from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyChannel
@@ -129,3 +131,23 @@ def test_only_plain_connections() -> None:
     assert kernel_socket(request) is None
     request.channel.transport = StringTransport()
     assert kernel_socket(request) is None
+
+
+def test_the_socket_under_a_workers_connection_counter(served, in_reactor) -> None:
+    """A worker's connections are wrapped (twistreg.server.drain): the socket is beneath."""
+    tcp = in_reactor(lambda: _connected_transport(served[0]))
+    request = Request(DummyChannel())
+    request.channel.transport = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+    request.channel.transport.makeConnection(tcp)
+    try:
+        assert kernel_socket(request) is tcp
+    finally:
+        in_reactor(tcp.loseConnection)
+
+
+def _connected_transport(port: int):
+    """A client TCP transport (a FileDescriptor) connected to C{port}."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+                           Protocol()).addCallback(lambda protocol: protocol.transport)

@@ -17,6 +17,7 @@ from typing import BinaryIO
 from twisted.internet import defer
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPullProducer, ISSLTransport
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
@@ -26,8 +27,13 @@ _CHUNK = 4 * 1024 * 1024
 
 
 def kernel_socket(request: IRequest) -> FileDescriptor | None:
-    """The connection of C{request} when the kernel can send a file to it, else None."""
+    """
+    The connection of C{request} when the kernel can send a file to it, else None; under the
+    wrappers that count connections (a worker's, L{twistreg.server.drain}).
+    """
     transport = getattr(request.channel, "transport", None)
+    while isinstance(transport, ProtocolWrapper):
+        transport = transport.transport
     if (not hasattr(os, "sendfile") or not isinstance(transport, FileDescriptor)
             or ISSLTransport.providedBy(transport) or transport.disconnecting):
         return None
