@@ -20,6 +20,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyChannel
 
+from tests.routes import new_id, push
+from tests.server import Server
 from twistreg.web import sendfile
 from twistreg.web.sendfile import kernel_socket, send_file
 
@@ -151,3 +153,24 @@ def _connected_transport(port: int):
 
     return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port),
                            Protocol()).addCallback(lambda protocol: protocol.transport)
+
+
+def test_workers_send_layers_whole_and_ranged(tmp_path, storage) -> None:
+    """Through the process pool's wrapped connections, keep-alive included."""
+    server = Server(tmp_path, storage, workers=2).start()
+    try:
+        image_id, layer = new_id(), os.urandom(MiB) * 16
+        push(server, image_id, layer)
+        connection = server.connection()
+        for headers, status, expected in (
+            ({}, 200, layer),
+            ({"Range": "bytes=1000-"}, 206, layer[1000:]),
+            ({"Range": "bytes=5-9"}, 206, layer[5:10]),
+        ):
+            connection.request("GET", f"/v1/images/{image_id}/layer", headers=headers)
+            response = connection.getresponse()
+            assert (response.status, response.read() == expected) == (status, True)
+        connection.request("GET", "/v1/_ping")
+        assert connection.getresponse().status == 200
+    finally:
+        server.stop()
