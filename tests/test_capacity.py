@@ -60,7 +60,7 @@ def test_past_what_may_linger_a_connection_is_closed_at_once() -> None:
 
 def test_the_capacity_follows_the_file_limit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert connection_capacity() == max(1, (soft - RESERVE) // 2)
+    assert connection_capacity() == max(1, soft - RESERVE)
 
 
 def test_twist_twistreg_raises_its_soft_limit_to_the_hard_one() -> None:
@@ -75,7 +75,7 @@ def test_twist_twistreg_raises_its_soft_limit_to_the_hard_one() -> None:
 
 @pytest.mark.integration
 def test_a_server_short_of_descriptors_answers_503_and_serves_on(tmp_path, storage) -> None:
-    limit = RESERVE + 2 * 20  # room for 20 connections
+    limit = RESERVE + 20  # room for 20 connections
     server = Server(tmp_path, storage, file_limit=limit).start()
     held: list[socket.socket] = []
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import subprocess
@@ -16,7 +17,13 @@ from zope.interface.verify import verifyObject
 
 from tests.tempdirs import TemporaryDirectories
 from twistreg.config import ConfigError
-from twistreg.storage.interface import IMaintainable, IStorage, IWriter, KeyNotFound
+from twistreg.storage.interface import (
+    IMaintainable,
+    IStorage,
+    IWriter,
+    KeyNotFound,
+    StorageUnavailable,
+)
 from twistreg.storage.local import LocalStorage
 
 
@@ -182,3 +189,31 @@ def test_check_present(tmp_path):
         LocalStorage(str(tmp_path / "missing")).check_present()
     assert str(caught.value) == f"storage path {tmp_path}/missing does not exist"
     assert not (tmp_path / "missing").exists()
+
+
+def test_no_descriptor_left_is_unavailable_storage(tmp_path, monkeypatch) -> None:
+    """EMFILE opening a storage file is a 503 (StorageUnavailable), not a 500."""
+    import builtins
+
+    from twisted.internet.defer import ensureDeferred
+
+    storage = LocalStorage(str(tmp_path))
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    (tmp_path / "images" / "a" / "json").write_bytes(b"{}")
+
+    def no_descriptor(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(builtins, "open", no_descriptor)
+    monkeypatch.setattr(os, "open", no_descriptor)
+    for attempt in (storage.get_content("images/a/json"),
+                    storage.open_file("images/a/json"),
+                    storage.stream("images/a/json", StringTransport(), 0, 2),
+                    ensureDeferred(_put(storage))):
+        failures = []
+        attempt.addErrback(failures.append)
+        assert failures and failures[0].check(StorageUnavailable)
+
+
+async def _put(storage: LocalStorage) -> None:
+    await storage.put_content("images/a/ancestry", b"[]")

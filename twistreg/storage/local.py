@@ -29,6 +29,7 @@ from twistreg.storage.interface import (
     IStorage,
     IWriter,
     KeyNotFound,
+    StorageUnavailable,
 )
 
 log = Logger()
@@ -59,10 +60,37 @@ def _owner_alive(name: str) -> bool:
 def _open_new(path: str) -> int:
     """Create C{path} with mode 0666 & ~umask, as 0.9.1 did (never mkstemp's 0600)."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        _refuse_without_descriptors(error)
+        raise
+
+
+def _open_existing(path: str, key: str) -> BinaryIO:
+    """
+    The file of C{key}, to read.
+
+    @raise KeyNotFound: there is none.
+    @raise StorageUnavailable: the process has no file descriptor left (a 503, not a 500).
+    """
+    try:
+        return open(path, "rb")
+    except IsADirectoryError:
+        raise KeyNotFound(key) from None
+    except OSError as error:
+        if _missing(error):
+            raise KeyNotFound(key) from None
+        _refuse_without_descriptors(error)
+        raise
+
+
+def _refuse_without_descriptors(error: OSError) -> None:
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        raise StorageUnavailable("no file descriptor left") from None
 
 
 def _missing(error: OSError) -> bool:
@@ -163,15 +191,11 @@ class LocalStorage:
         return path
 
     def get_content(self, key: str) -> defer.Deferred[bytes]:
-        try:
-            with open(self._path(key), "rb") as f:
-                return defer.succeed(f.read())
-        except IsADirectoryError:
-            return defer.fail(KeyNotFound(key))
-        except OSError as e:
-            if _missing(e):
-                return defer.fail(KeyNotFound(key))
-            raise
+        return defer.maybeDeferred(self._read, key)
+
+    def _read(self, key: str) -> bytes:
+        with _open_existing(self._path(key), key) as f:
+            return f.read()
 
     def put_content(self, key: str, data: bytes) -> defer.Deferred[None]:
         writer = _FileWriter(self._path(key))
@@ -220,23 +244,16 @@ class LocalStorage:
         self, key: str, consumer: IConsumer, offset: int, length: int
     ) -> defer.Deferred[None]:
         try:
-            file = open(self._path(key), "rb")
-        except OSError as e:
-            if _missing(e):
-                return defer.fail(KeyNotFound(key))
-            raise
+            file = _open_existing(self._path(key), key)
+        except (KeyNotFound, StorageUnavailable) as error:
+            return defer.fail(error)
         file.seek(offset)
         producer = _RangeProducer(file, length, consumer)
         producer.start()
         return producer.done
 
     def open_file(self, key: str) -> defer.Deferred[BinaryIO]:
-        try:
-            return defer.succeed(open(self._path(key), "rb"))
-        except OSError as e:
-            if _missing(e):
-                return defer.fail(KeyNotFound(key))
-            raise
+        return defer.maybeDeferred(_open_existing, self._path(key), key)
 
     def check_present(self) -> None:
         if not os.path.isdir(self.root):

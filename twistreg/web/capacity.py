@@ -1,12 +1,13 @@
 # -*- test-case-name: tests.test_capacity -*-
 """
-How many connections one process holds: as many as its file descriptors allow, each counted
-twice (a layer download opens its file beside its socket), less a reserve for what else a
-process opens (listeners, logs, storage, S3, Redis and database connections).
+How many connections one process holds: as many as its file descriptors allow, less a
+reserve for what else a process opens (listeners, logs, storage files, S3, Redis and database
+connections).
 
 Past that a new connection is answered C{503 {"error": "Too many connections"}} and closed,
-so that the process never meets C{EMFILE}: Twisted's listener would retry C{accept} in a loop,
-and a storage file that cannot be opened would fail its request.
+so that C{accept} never meets C{EMFILE} (Twisted's listener would retry it in a loop). A
+storage file that cannot be opened for want of a descriptor fails its request with a 503 too
+(L{twistreg.storage.local}).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def connection_capacity() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(1, (soft - RESERVE) // 2)
+    return max(1, soft - RESERVE)
 
 
 #: Connections past the capacity that may linger at once (each holds a descriptor of the
