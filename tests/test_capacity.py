@@ -6,7 +6,6 @@ Connections past what a process's file descriptors allow are answered 503 and cl
 from __future__ import annotations
 
 import json
-import resource
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from tests.server import Server
-from twistreg.web.capacity import LINGERING, RESERVE, Overloaded, connection_capacity
+from twistreg.web.capacity import LINGERING, RESERVE, Overloaded
 from twistreg.web.site import RegistrySite
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -59,8 +58,12 @@ def test_past_what_may_linger_a_connection_is_closed_at_once() -> None:
 
 
 def test_the_capacity_follows_the_file_limit() -> None:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert connection_capacity() == max(1, soft - RESERVE)
+    script = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 4096));"
+        "from twistreg.web.capacity import connection_capacity; print(connection_capacity())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["872"]
 
 
 def test_twist_twistreg_raises_its_soft_limit_to_the_hard_one() -> None:
