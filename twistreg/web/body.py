@@ -15,6 +15,7 @@ bodies are kept in memory up to L{BODY_LIMIT}: a larger one gets its 413 at once
 from __future__ import annotations
 
 import io
+import re
 from inspect import signature
 from typing import IO, Callable
 from urllib.parse import unquote_to_bytes
@@ -25,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
 
 from twistreg.compat import request_line
 from twistreg.errors import RegistryError
@@ -48,11 +50,34 @@ def path_segments(uri: bytes) -> list[bytes]:
     return [unquote_to_bytes(segment) for segment in path[1:].split(b"/")]
 
 
-def decoded_path(uri: bytes) -> bytes:
-    """The path of C{uri} as the Klein routes see it: L{path_segments} joined again, with one
-    leading slash."""
-    joined = b"/".join(path_segments(uri))
+def routed_path(segments: list[bytes]) -> bytes:
+    """Path segments (a request's C{postpath}) as the routes see them: joined again, with
+    one leading slash."""
+    joined = b"/".join(segments)
     return joined if joined.startswith(b"/") else b"/" + joined
+
+
+def decoded_path(uri: bytes) -> bytes:
+    """The path of C{uri} as the routes see it."""
+    return routed_path(path_segments(uri))
+
+
+#: Host headers that are host names at a glance: dot-separated labels of 1 to 63 letters,
+#: digits and hyphens, then a port.  Any other is checked as IDNA.
+_PLAIN_HOST = re.compile(rb"[a-zA-Z0-9-]{1,63}(?:\.[a-zA-Z0-9-]{1,63})*(?::[0-9]{1,5})?\Z")
+
+
+def valid_host(request: IRequest) -> bool:
+    """Whether the request's host (its C{Host} header's name) can be a host name."""
+    host = request.getHeader(b"Host")
+    if host is not None and _PLAIN_HOST.match(host):
+        return True
+    try:
+        name = request.getRequestHostname().decode("utf-8")
+        name.lower().partition(":")[0].encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 class CappedBody(io.BytesIO):
@@ -391,13 +416,7 @@ class RegistryRequest(server.Request):
         self.finish()
 
     def getRequestHostname(self) -> bytes:
-        """
-        The Host header's name; UNIX sockets have no address to fall back on.
-
-        @raise UnicodeDecodeError: the name is not UTF-8 (the router could not take it).
-        """
+        """The Host header's name; UNIX sockets have no address to fall back on."""
         if self.getHeader(b"Host") is None and not hasattr(self.getHost(), "host"):
             return b"localhost"
-        name = super().getRequestHostname()
-        name.decode("utf-8")
-        return name
+        return super().getRequestHostname()

@@ -5,15 +5,18 @@ How answers look on the wire: JSON rendering and the header sets of the contract
 
 from __future__ import annotations
 
+import functools
 import json
 from email.utils import formatdate
 from typing import Any
 
 from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 CACHE_SECONDS = 31536000
-_EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
+_CACHE_CONTROL = b"public, max-age=%d" % CACHE_SECONDS
+_EPOCH = b"Thu, 01 Jan 1970 00:00:00 GMT"
 
 
 def render_json(value: Any) -> bytes:
@@ -21,9 +24,15 @@ def render_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True).encode("ascii")
 
 
-def http_date(seconds: float) -> str:
-    """RFC 1123 date in UTC, English names."""
-    return formatdate(seconds, usegmt=True)
+@functools.lru_cache(maxsize=4)
+def _expires(second: int) -> bytes:
+    return formatdate(second + CACHE_SECONDS, usegmt=True).encode()
+
+
+def expires(now: float) -> bytes:
+    """The C{Expires} of a cacheable answer: a year from now, as an RFC 1123 date (the same
+    value for every answer in one second, formatted once)."""
+    return _expires(int(now))
 
 
 #: The headers of every generated JSON answer, but its C{Content-Length}.
@@ -49,14 +58,18 @@ def raw_json_answer(status: int, message: str, headers: dict[str, str],
     return b"\r\n".join(lines) + b"\r\n\r\n" + (body if with_body else b"")
 
 
+#: L{JSON_HEADERS} as bytes, which twisted.web takes without encoding them again.
+_JSON_RAW_HEADERS = [(name.encode(), [value.encode()]) for name, value in JSON_HEADERS.items()]
+
+
 def set_json_headers(request: IRequest, status: int, length: int) -> None:
     """The headers of every generated JSON answer (errors, 201, 204 included)."""
     request.setResponseCode(status)
     headers = request.responseHeaders
-    for name, value in JSON_HEADERS.items():
-        headers.setRawHeaders(name, [value])
+    for name, values in _JSON_RAW_HEADERS:
+        headers.setRawHeaders(name, values)
     if status not in (204, 304):
-        headers.setRawHeaders(b"Content-Length", [str(length).encode()])
+        headers.setRawHeaders(b"Content-Length", [b"%d" % length])
 
 
 def json_body(request: IRequest, value: Any, status: int = 200) -> bytes:
@@ -82,24 +95,25 @@ def set_cacheable_headers(request: IRequest, now: float, content_type: bytes) ->
     """The one-year cache headers of R3, R6, R7, R9 and R10 (no Pragma)."""
     headers = request.responseHeaders
     headers.setRawHeaders(b"Content-Type", [content_type])
-    headers.setRawHeaders(b"Cache-Control", [b"public, max-age=%d" % CACHE_SECONDS])
-    headers.setRawHeaders(b"Expires", [http_date(now + CACHE_SECONDS).encode()])
-    headers.setRawHeaders(b"Last-Modified", [_EPOCH.encode()])
+    _set_cache_headers(headers, now)
+
+
+def _set_cache_headers(headers: Headers, now: float) -> None:
+    headers.setRawHeaders(b"Cache-Control", [_CACHE_CONTROL])
+    headers.setRawHeaders(b"Expires", [expires(now)])
+    headers.setRawHeaders(b"Last-Modified", [_EPOCH])
 
 
 def cacheable_body(request: IRequest, now: float, body: bytes) -> bytes:
     """A 200 JSON answer with the cache headers."""
     request.setResponseCode(200)
     set_cacheable_headers(request, now, b"application/json")
-    request.responseHeaders.setRawHeaders(b"Content-Length", [str(len(body)).encode()])
+    request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
     return body
 
 
 def not_modified(request: IRequest, now: float) -> bytes:
     """304 for an existing resource whose request carried C{If-Modified-Since}."""
     request.setResponseCode(304)
-    headers = request.responseHeaders
-    headers.setRawHeaders(b"Cache-Control", [b"public, max-age=%d" % CACHE_SECONDS])
-    headers.setRawHeaders(b"Expires", [http_date(now + CACHE_SECONDS).encode()])
-    headers.setRawHeaders(b"Last-Modified", [_EPOCH.encode()])
+    _set_cache_headers(request.responseHeaders, now)
     return b""

@@ -10,58 +10,25 @@ from __future__ import annotations
 import time
 from typing import IO
 
-from klein.resource import KleinResource
 from twisted.internet import defer
 from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from werkzeug.exceptions import BadHost
 
 from twistreg.compat import BadRequestChannel
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
 from twistreg.web.body import RegistryRequest
 from twistreg.web.capacity import LINGERING, Overloaded, connection_capacity
+from twistreg.web.dispatch import RoutedResource
 from twistreg.web.v1 import build_routes
-from twistreg.web.v1.routes import RouteTable
+from twistreg.web.v1.errors import render_error
 from twistreg.web.wsgi import PrefixMount, WSGIContainer, mount_prefix
 
 
-class RegistryResource(KleinResource):
-    """
-    The V1 routes as a resource, with the JSON answers the contract gives before routing.
-
-    @ivar routes: the route table (the Site asks it which bodies stream into storage).
-    """
-
-    def __init__(self, routes: RouteTable) -> None:
-        super().__init__(routes.app)
-        self.routes = routes
-
-    def render(self, request: IRequest):
-        path = b"/".join(request.postpath)
-        try:
-            path.decode("utf-8")
-        except UnicodeDecodeError:
-            if path.startswith(b"v1/repositories/"):
-                return _early_error(request, 400, "Invalid repository name")
-            return _early_error(request, 404, "Not found")
-        try:
-            return super().render(request)
-        except (UnicodeDecodeError, BadHost):
-            # Klein hands the Host header to the router before any error handler can run.
-            return _early_error(request, 400, "Invalid Host header")
-
-
-def _early_error(request: IRequest, status: int, message: str) -> bytes:
-    """An error answered before routing; HEAD gets the same headers and no body."""
-    body = responses.json_body(request, {"error": message}, status)
-    return b"" if request.method == b"HEAD" else body
-
-
-def registry_resource(registry: Registry) -> RegistryResource:
+def registry_resource(registry: Registry) -> RoutedResource:
     """The registry as an C{IResource}, for a Site or another application's tree."""
-    return RegistryResource(build_routes(registry))
+    return RoutedResource(build_routes(registry), render_error)
 
 
 class RegistryChannel(BadRequestChannel):
@@ -109,7 +76,7 @@ class RegistrySite(server.Site):
         **kwargs,
     ) -> None:
         self.registry = registry
-        self.routes: RegistryResource | None = None
+        self.routes: RoutedResource | None = None
         self.wsgi = wsgi
         self.wsgi_prefix = None if wsgi is None else mount_prefix(wsgi_mount)
         super().__init__(self._root(), requestFactory=TimedRequest, **kwargs)

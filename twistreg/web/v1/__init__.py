@@ -7,7 +7,6 @@ search, and ping; each route declares its policy (L{twistreg.web.v1.routes.Polic
 from __future__ import annotations
 
 from twistreg.registry.rules import Registry
-from twistreg.web.v1.errors import add_error_handlers
 from twistreg.web.v1.images import add_image_routes
 from twistreg.web.v1.index import add_index_routes
 from twistreg.web.v1.ping import add_ping_routes
@@ -27,5 +26,4 @@ def build_routes(registry: Registry) -> RouteTable:
     for add_family in (add_ping_routes, add_image_routes, add_repository_routes,
                        add_index_routes, add_search_routes):
         add_family(v1)
-    add_error_handlers(v1.app)
     return v1

@@ -22,14 +22,14 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, MapAdapter
 
 from twistreg.errors import RegistryError
 from twistreg.layout import Repository, parse_repository
 from twistreg.registry.auth import Access, Token
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
-from twistreg.web.body import UploadBody, decoded_path
+from twistreg.web.body import UploadBody, decoded_path, routed_path, valid_host
 
 
 class RepositoryConverter(BaseConverter):
@@ -168,6 +168,7 @@ class RouteTable:
         url_map.merge_slashes = False
         url_map.converters["repo"] = RepositoryConverter
         self._policies: dict[str, Policy] = {}
+        self._adapter: MapAdapter | None = None
         #: The methods of the routes whose body streams into storage.
         self.upload_methods: frozenset[bytes] = frozenset()
 
@@ -199,6 +200,32 @@ class RouteTable:
             return handler
 
         return register
+
+    def answer(self, request: IRequest) -> bytes | defer.Deferred:
+        """
+        The answer of the route C{request} matches: bytes, or a Deferred of them.
+
+        @raise RegistryError: a path that is not UTF-8, or a C{Host} that is no host name.
+        @raise HTTPException: no route matches (werkzeug's C{NotFound},
+            C{MethodNotAllowed}, or C{RequestRedirect} for a missing slash).
+        """
+        path = routed_path(request.postpath)
+        try:
+            path_info = path.decode("utf-8")
+        except UnicodeDecodeError:
+            if path.startswith(b"/v1/repositories/"):
+                raise RegistryError(400, "Invalid repository name") from None
+            raise RegistryError(404, "Not found") from None
+        if not valid_host(request):
+            raise RegistryError(400, "Invalid Host header")
+        endpoint, arguments = self._match(request.method, path_info)
+        return self.app.execute_endpoint(endpoint, request, **arguments)
+
+    def _match(self, method: bytes, path_info: str) -> tuple[str, dict[str, Any]]:
+        if self._adapter is None:
+            # Bound once: routes depend on the path and method only, never on the host.
+            self._adapter = self.app.url_map.bind("localhost")
+        return self._adapter.match(path_info, method.decode("latin-1"))
 
     def policy_of(self, endpoint: str) -> Policy:
         """The policy a route declared (KeyError for a rule added around the table)."""
@@ -237,7 +264,10 @@ class RouteTable:
 
             return answer
 
-        async def apply(request: IRequest, **arguments: Any) -> bytes:
+        def apply(request: IRequest, **arguments: Any) -> defer.Deferred:
+            return defer.ensureDeferred(checked_then_handled(request, arguments))
+
+        async def checked_then_handled(request: IRequest, arguments: dict[str, Any]) -> bytes:
             if isinstance(request.content, UploadBody):
                 # A streamed body: authorized when it began (open_upload), not again.
                 call = self._call(policy, request, arguments)
@@ -270,10 +300,8 @@ class RouteTable:
             path_info = decoded_path(target).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        adapter = self.app.url_map.bind("localhost", path_info=path_info,
-                                        default_method=method.decode("latin-1"))
         try:
-            endpoint, arguments = adapter.match()
+            endpoint, arguments = self._match(method, path_info)
         except HTTPException:
             return None
         policy = self._policies.get(endpoint)
