@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 from typing import Any, Callable
 
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -56,13 +57,14 @@ class HeldPool:
         InlinePool().callInThreadWithCallback(onResult, f, *args, **kwargs)
 
 
-class InlineThreadsReactor:
+class InlineThreadsReactor(Clock):
     """
-    A reactor whose thread pool is C{pool} (an L{InlinePool} unless given) and whose
+    A reactor (and clock) whose thread pool is C{pool} (an L{InlinePool} unless given) and whose
     C{callFromThread} calls at once: work handed to threads is done when the call returns.
     """
 
     def __init__(self, pool: Any = None) -> None:
+        super().__init__()
         self.pool = InlinePool() if pool is None else pool
 
     def getThreadPool(self) -> Any:

@@ -30,6 +30,7 @@ from twistreg.layout import (
 )
 from twistreg.registry import layerfiles
 from twistreg.registry.auth import Authorizer, Token
+from twistreg.registry.completed import CompletedImages
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import (
     ILocalFiles,
@@ -127,7 +128,8 @@ class Images:
     The C{check_*} methods run a route's checks in the contract's order up to the existence
     step, and say whether the resource exists, so that the caller can ask a mirror first.
 
-    @param reactor: runs tar parsing off the reactor thread.
+    @param reactor: runs tar parsing off the reactor thread, and ages what is kept of
+        complete images (L{CompletedImages}).
     @param auth: the private-repository and parent checks (§5.4), and R8's image list.
     @param json_hooks: R8's extension hooks, in order.
     """
@@ -143,6 +145,13 @@ class Images:
         self._reactor = reactor
         self._auth = auth
         self._json_hooks = json_hooks
+        #: ("json", id): the json, layer size and checksums of a complete image;
+        #: ("ancestry", id): the ancestry of an image no longer in progress.
+        self._completed = CompletedImages(reactor)
+
+    def _known_complete(self, image_id: str) -> bool:
+        return (self._completed.get(("json", image_id)) is not None
+                or self._completed.get(("ancestry", image_id)) is not None)
 
     async def _require_not_in_progress(self, image_id: str) -> None:
         if await self._storage.exists(image_inprogress_key(image_id)):
@@ -151,17 +160,28 @@ class Images:
     async def _require_readable(self, image_id: str) -> None:
         """Check steps shared by the image GETs: the id, then the in-progress marker."""
         require_image_id(image_id)
-        await self._require_not_in_progress(image_id)
+        if not self._known_complete(image_id):
+            await self._require_not_in_progress(image_id)
 
     # R6
     async def check_json(self, image_id: str, authorization: str | None) -> bool:
         """R6 checks up to existence: whether the json exists."""
         await self._require_readable(image_id)
         await self._auth.check_private(authorization, image_id)
+        if self._completed.get(("json", image_id)) is not None:
+            return True
         return await self._storage.exists(image_json_key(image_id))
 
     async def get_json(self, image_id: str) -> tuple[bytes, int | None, list[str]]:
-        """The stored json, the layer size (None without a layer) and the payload checksums."""
+        """
+        The stored json, the layer size (None without a layer) and the payload checksums,
+        once L{check_json} found the json (so the image is not in progress).
+        """
+        key = ("json", image_id)
+        completed = self._completed.get(key)
+        if completed is not None:
+            body, size, checksums = completed
+            return body, size, list(checksums)
         body = await self._storage.get_content(image_json_key(image_id))
         try:
             size: int | None = await self._storage.size(image_layer_key(image_id))
@@ -173,22 +193,34 @@ class Images:
             )
         except KeyNotFound:
             checksums = []
+        if size is not None:
+            # Complete: nothing of this can be written again.
+            self._completed.keep(key, (body, size, tuple(checksums)),
+                                 len(body) + sum(map(len, checksums)))
         return body, size, checksums
 
     # R7
     async def check_ancestry(self, image_id: str) -> bool:
         """R7 checks up to existence (no private check, as in 0.9.1)."""
         await self._require_readable(image_id)
+        if self._completed.get(("ancestry", image_id)) is not None:
+            return True
         return await self._storage.exists(image_ancestry_key(image_id))
 
     async def get_ancestry(self, image_id: str) -> list[str]:
         """
-        The ancestry list, re-serialized by the caller.  An unreadable file is answered as a
-        missing one: 404 C{Image not found}.
+        The ancestry list, re-serialized by the caller, once L{check_ancestry} found it.  An
+        unreadable file is answered as a missing one: 404 C{Image not found}.
         """
+        key = ("ancestry", image_id)
+        kept = self._completed.get(key)
+        if kept is not None:
+            return list(kept)
         ancestry = await self._read_ancestry(image_id)
         if ancestry is None:
             raise not_found()
+        # Not in progress: the ancestry cannot be written again.
+        self._completed.keep(key, tuple(ancestry), 72 * len(ancestry))
         return ancestry
 
     async def _read_ancestry(self, image_id: str) -> list[str] | None:
@@ -213,10 +245,13 @@ class Images:
 
         @return: the layer size, None when there is no layer.
         """
-        if is_image_id(image_id):
+        completed = self._completed.get(("json", image_id))
+        if is_image_id(image_id) and completed is None:
             await self._require_not_in_progress(image_id)
         require_image_id(image_id)
         await self._auth.check_private(authorization, image_id)
+        if completed is not None:
+            return completed[1]
         try:
             return await self._storage.size(image_layer_key(image_id))
         except KeyNotFound:
