@@ -123,7 +123,7 @@ class Server:
             self._process.wait()
 
 
-def start_twistreg(python: Path, work: Path, workers: int) -> Server:
+def start_twistreg(python: Path, work: Path, workers: int, threads: int | None) -> Server:
     plugins = work / "plugins" / "twisted" / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     link = plugins / "twistreg_plugin.py"
@@ -136,6 +136,7 @@ def start_twistreg(python: Path, work: Path, workers: int) -> Server:
         str(python), "-m", "twisted", "--log-level", "info", "twistreg",
         "--wsgi", "bench_app:app", "--listen", f"tcp:{port}:interface=127.0.0.1",
         "--storage-path", str(work / "storage"), "--workers", str(workers),
+        *(["--threads", str(threads)] if threads else []),
     ], env, port, workers)
     return server.wait_ready(lambda text: workers == 0 or len(_READY.findall(text)) >= workers)
 
@@ -161,7 +162,7 @@ def wrk(server: Server, connections: int, duration: int, lua: Path) -> dict:
 
 def measure(python: Path, work: Path, args, lua: Path, workers: int) -> list[dict]:
     """Both servers with C{workers} processes; wrk runs alternate between them."""
-    servers = [start_twistreg(python, work, workers)]
+    servers = [start_twistreg(python, work, workers, args.threads)]
     try:
         servers.append(start_gunicorn(python, work, workers))
         for server in servers:
@@ -212,6 +213,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="wrk runs per point (median)")
     parser.add_argument("--min-ratio", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="twistreg's --threads (default: its own default)")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()

@@ -35,7 +35,6 @@ from twistreg.web.wsgi import (
     _ClientGone,
     _ReactorCalls,
     _Response,
-    _Threads,
     load_wsgi_application,
     mount_prefix,
 )
@@ -243,31 +242,6 @@ def test_writes_wait_while_the_connection_is_paused_or_behind() -> None:
     request.connectionLost(Exception("gone"))
     thread.join(5)
     assert outcome == ["gone"] and done == [response]
-
-
-def test_threads_run_up_to_their_number_at_once_and_drain_on_stop() -> None:
-    threads = _Threads(2, "test")
-    release = threading.Event()
-    running: list[int] = []
-    two_running = threading.Semaphore(0)
-
-    def call(number: int) -> None:
-        running.append(number)
-        two_running.release()
-        release.wait(30)
-
-    for number in range(3):
-        threads.submit(call, number)
-    for _ in range(2):
-        assert two_running.acquire(timeout=30)
-    # Both threads are held by the first two calls: the third waits in the queue.
-    assert sorted(running) == [0, 1] and threads._calls.qsize() == 1
-    assert len([t for t in threading.enumerate() if t.name.startswith("test-")]) == 2
-    release.set()
-    threads.stop()
-    assert sorted(running) == [0, 1, 2]
-    assert not any(thread.is_alive() for thread in threading.enumerate()
-                   if thread.name.startswith("test-"))
 
 
 def test_a_stopped_container_answers_503() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
-import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +30,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from twistreg.config import DEFAULT_WSGI_THREADS, load_application
+from twistreg.web.threads import CallThreads
 
 log = Logger()
 
@@ -321,40 +321,6 @@ class _Response:
         self.abandon()
 
 
-class _Threads:
-    """
-    A fixed set of threads running calls from a queue: the least the reactor can do to hand
-    a request over (Twisted's ThreadPool and concurrent.futures cost it several times more;
-    keeping the last idle thread busiest instead measured no better).
-    """
-
-    def __init__(self, size: int, name: str) -> None:
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        # Daemons: a process that never called stop() still exits.
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-                         for i in range(size)]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, call: Callable[..., None], *args: Any) -> None:
-        self._calls.put((call, args))
-
-    def _work(self) -> None:
-        while True:
-            item = self._calls.get()
-            if item is None:
-                return
-            call, args = item
-            call(*args)
-
-    def stop(self) -> None:
-        """Let the threads run the calls queued, then end; wait for them."""
-        for _ in self._threads:
-            self._calls.put(None)
-        for thread in self._threads:
-            thread.join()
-
-
 @implementer(IResource)
 class WSGIContainer:
     """
@@ -375,7 +341,8 @@ class WSGIContainer:
         self._calls = _ReactorCalls(reactor)
         self._application = application
         self._threads = threads
-        self._pool: _Threads | None = None
+        self._reactor = reactor
+        self._pool: CallThreads | None = None
         self._proxies = TrustedProxies(trusted_proxies)
         self._multiprocess = multiprocess
         self._active: set[_Response] = set()
@@ -383,7 +350,7 @@ class WSGIContainer:
 
     def start(self) -> None:
         """Start the application's threads."""
-        self._pool = _Threads(self._threads, "wsgi")
+        self._pool = CallThreads(self._threads, "wsgi", self._reactor)
 
     def stop(self) -> None:
         """
