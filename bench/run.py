@@ -67,7 +67,8 @@ class BenchError(Exception):
 
 @dataclasses.dataclass
 class HttpPoint:
-    """One wrk run: an endpoint at one concurrency."""
+    """One wrk run: an endpoint at one concurrency; cpu_us is the server tree's CPU (user and
+    system) per request."""
 
     endpoint: str
     concurrency: int
@@ -75,6 +76,7 @@ class HttpPoint:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float
 
 
 @dataclasses.dataclass
@@ -566,7 +568,9 @@ def measure_http(server: Server, duration: int, script: Path) -> list[HttpPoint]
     points = []
     for endpoint, path in ENDPOINTS:
         for connections in CONCURRENCY:
+            cpu_before = session_cpu(server.session)
             r = run_wrk(server.port, path, connections, duration, script)
+            cpu = session_cpu(server.session) - cpu_before
             points.append(
                 HttpPoint(
                     endpoint,
@@ -575,6 +579,7 @@ def measure_http(server: Server, duration: int, script: Path) -> list[HttpPoint]
                     r["p50_us"] / 1000,
                     r["p99_us"] / 1000,
                     int(r["errors"]),
+                    cpu / r["requests"] * 1e6,
                 )
             )
     return points
@@ -706,13 +711,14 @@ def render(results: list[ServerResult], plan: Plan, meta: dict[str, object]) -> 
         return "\n".join(out)
     header = ["request", "conc"]
     for r in ok:
-        header += [f"{r.name} req/s", "p50 ms", "p99 ms", "err"]
+        header += [f"{r.name} req/s", "p50 ms", "p99 ms", "CPU us/req", "err"]
     rows = []
     for i, (endpoint, connections) in enumerate((e, c) for e, _ in ENDPOINTS for c in CONCURRENCY):
         row = [endpoint, str(connections)]
         for r in ok:
             p = r.http[i]
-            row += [f"{p.rps:.0f}", f"{p.p50_ms:.2f}", f"{p.p99_ms:.2f}", str(p.errors)]
+            row += [f"{p.rps:.0f}", f"{p.p50_ms:.2f}", f"{p.p99_ms:.2f}", f"{p.cpu_us:.0f}",
+                    str(p.errors)]
         rows.append(row)
     out += ["\nRequests/s (wrk, keep-alive, 1 client thread)", table(header, rows)]
     header = ["transfer"]
