@@ -7,7 +7,7 @@ import json
 import pytest
 
 from twistreg.oci import errors
-from twistreg.oci.errors import OCIError, error_body
+from twistreg.oci.errors import OCIError, error_body, quoted
 
 TABLE = [
     (errors.BlobUnknown, 404, "BLOB_UNKNOWN"),
@@ -113,3 +113,10 @@ def test_body_is_ascii_json_whatever_the_message() -> None:
 def test_falsy_detail_kept() -> None:
     assert json.loads(error_body(errors.SizeInvalid(detail=0)))["errors"][0]["detail"] == 0
     assert json.loads(error_body(errors.SizeInvalid(detail="")))["errors"][0]["detail"] == ""
+
+
+def test_quoted() -> None:
+    assert quoted("latest") == "'latest'"
+    assert quoted("x" * 80) == repr("x" * 80)
+    assert quoted("x" * 81) == repr("x" * 80 + "...")
+    assert quoted("a'\n") == repr("a'\n")

@@ -191,6 +191,11 @@ class TooManyRequests(_TableError):
     MESSAGE = "too many requests"
 
 
+def quoted(text: str) -> str:
+    """A client's text for a message: quoted, and cut short so that a huge one stays out."""
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
 def error_body(error: OCIError) -> bytes:
     """
     The spec's JSON body for C{error}: compact, ASCII (so UTF-8 whatever the message holds,

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from twistreg.oci.errors import DigestInvalid, ManifestUnknown, NameInvalid
+from twistreg.oci.errors import DigestInvalid, ManifestUnknown, NameInvalid, quoted
 
 #: The spec's grammar for C{<name>}: components of lowercase letters and digits, inside which
 #: C{.}, C{_}, C{__} or a run of C{-} separate letters and digits, joined by C{/}.
@@ -34,11 +34,6 @@ _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-def _shown(text: str) -> str:
-    """A client's text quoted in a message, cut short so that a huge one stays out."""
-    return repr(text if len(text) <= 80 else text[:80] + "...")
-
-
 def parse_name(text: str) -> str:
     """
     Check a repository name from a V2 path.
@@ -51,7 +46,7 @@ def parse_name(text: str) -> str:
         raise NameInvalid(f"repository name longer than {NAME_LIMIT} characters")
     if _NAME.fullmatch(text) is None:
         raise NameInvalid(
-            f"invalid repository name {_shown(text)}: path components of lowercase letters and"
+            f"invalid repository name {quoted(text)}: path components of lowercase letters and"
             " digits, separated inside by '.', '_', '__' or '-', joined by '/'"
         )
     return text
@@ -65,7 +60,7 @@ def is_tag(text: str) -> bool:
 def _check_algorithm(algorithm: str) -> None:
     if algorithm not in _HEX_LENGTHS:
         raise DigestInvalid(
-            f"unsupported digest algorithm {_shown(algorithm)}: supported are "
+            f"unsupported digest algorithm {quoted(algorithm)}: supported are "
             + ", ".join(_HEX_LENGTHS)
         )
 
@@ -75,7 +70,7 @@ def _check_hex(digest: Digest, attribute: Any, value: str) -> None:
     length = _HEX_LENGTHS[digest.algorithm]
     if len(value) != length or _HEX.fullmatch(value) is None:
         raise DigestInvalid(
-            f"invalid {digest.algorithm} digest {_shown(value)}: {length} lowercase hex digits"
+            f"invalid {digest.algorithm} digest {quoted(value)}: {length} lowercase hex digits"
         )
 
 
@@ -119,7 +114,7 @@ def parse_digest(text: str) -> Digest:
     """
     match = _DIGEST.fullmatch(text)
     if match is None:
-        raise DigestInvalid(f"invalid digest {_shown(text)}: expected algorithm:hex")
+        raise DigestInvalid(f"invalid digest {quoted(text)}: expected algorithm:hex")
     return Digest(match.group(1), match.group(2))
 
 
@@ -139,7 +134,7 @@ def parse_reference(text: str) -> str | Digest:
         # (its routes do not match). NAME_INVALID would blame the name, MANIFEST_INVALID the
         # body, and neither is at fault.
         raise ManifestUnknown(
-            f"invalid tag {_shown(text)}: a letter, digit or '_', then up to 127 letters,"
+            f"invalid tag {quoted(text)}: a letter, digit or '_', then up to 127 letters,"
             " digits, '_', '.' or '-'"
         )
     return text
