@@ -159,3 +159,35 @@ def test_repository_keys_from_clients(key, valid):
     assert layout.is_repository_key(key) is valid
     if valid:
         assert "//" not in layout.private_flag_key_from_key(key)
+
+
+def test_v2_keys_are_the_go_registrys():
+    from twistreg.layout import (
+        blob_data_key,
+        layer_link_key,
+        link_content,
+        referrer_key,
+        revision_link_key,
+        upload_key,
+        v2_tag_current_key,
+        v2_tag_index_key,
+    )
+    from twistreg.oci.names import parse_digest
+
+    digest = parse_digest("sha256:" + "ab" * 32)
+    other = parse_digest("sha256:" + "cd" * 32)
+    root = "docker/registry/v2"
+    assert blob_data_key(digest) == f"{root}/blobs/sha256/ab/{'ab' * 32}/data"
+    assert layer_link_key("a/b-c", digest) == (
+        f"{root}/repositories/a/b-c/_layers/sha256/{'ab' * 32}/link")
+    assert revision_link_key("a", digest) == (
+        f"{root}/repositories/a/_manifests/revisions/sha256/{'ab' * 32}/link")
+    assert v2_tag_current_key("a", "v1.0") == (
+        f"{root}/repositories/a/_manifests/tags/v1.0/current/link")
+    assert v2_tag_index_key("a", "latest", digest) == (
+        f"{root}/repositories/a/_manifests/tags/latest/index/sha256/{'ab' * 32}/link")
+    assert link_content(digest) == b"sha256:" + b"ab" * 32
+    assert referrer_key("a/b", digest, other) == (
+        f"twistreg/v2/referrers/a/b/_subjects/sha256/{'ab' * 32}/sha256-{'cd' * 32}")
+    assert upload_key("0f8fad5b-d9cb-469f-a165-70867728950e") == (
+        "twistreg/v2/uploads/0f8fad5b-d9cb-469f-a165-70867728950e")

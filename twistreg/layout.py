@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_layout -*-
 """
-Storage keys of the docker-registry 0.9.1 layout, and the name rules that guard them.
+Storage keys of the docker-registry 0.9.1 layout and the name rules that guard them, and the
+keys of the V2 tree (the Go distribution registry's layout) with twistreg's own beside it.
 
 This is the only module that knows key names, so that a tree written by 0.9.1 is read
 unchanged and the reverse.  Every name that reaches a key has been validated or quoted here:
@@ -10,6 +11,7 @@ nothing can address a path outside the storage root.
 from __future__ import annotations
 
 import re
+from typing import Protocol
 from urllib.parse import unquote_plus
 
 import attrs
@@ -281,3 +283,86 @@ def parse_repository(text: str) -> Repository:
         raise RegistryError(400, "Invalid repository name")
     return repository
 
+
+
+# -- V2: the Go distribution registry's tree, and twistreg's own beside it ------------------------
+#
+# Names and digests reaching these builders were checked by twistreg.oci.names (a name is
+# lowercase components joined by "/", none starting with "_" or "."; a digest's parts are a
+# known algorithm and its hex), so none can step out of its directory.
+
+#: The root of the Go registry's tree (distribution 2.8, any storage driver).
+V2_ROOT = "docker/registry/v2"
+#: The directory holding one directory per V2 repository (names may nest).
+V2_REPOSITORIES = f"{V2_ROOT}/repositories"
+#: What twistreg keeps beside the Go tree: upload sessions and the referrers index. The Go
+#: registry never reads it; it can be removed when the registry is stopped.
+TWISTREG_V2 = "twistreg/v2"
+#: The directory holding one directory per upload session.
+V2_UPLOADS = f"{TWISTREG_V2}/uploads"
+
+
+class DigestLike(Protocol):
+    algorithm: str
+    hex: str
+
+
+def blob_data_key(digest: DigestLike) -> str:
+    """C{blobs/<algorithm>/<first two hex digits>/<hex>/data}: a blob's or manifest's bytes."""
+    return f"{V2_ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+
+
+def v2_repository_key(name: str) -> str:
+    """The directory of the V2 repository C{name}."""
+    return f"{V2_REPOSITORIES}/{name}"
+
+
+def layer_link_key(name: str, digest: DigestLike) -> str:
+    """The link that makes a blob part of repository C{name} (its layers and configs)."""
+    return f"{V2_REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+
+
+def revision_link_key(name: str, digest: DigestLike) -> str:
+    """The link that makes a manifest part of repository C{name}."""
+    return f"{V2_REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+
+
+def v2_tags_key(name: str) -> str:
+    """The directory holding one directory per tag of repository C{name}."""
+    return f"{V2_REPOSITORIES}/{name}/_manifests/tags"
+
+
+def v2_tag_key(name: str, tag: str) -> str:
+    """The directory of one tag: its current link and its index of every manifest it named."""
+    return f"{v2_tags_key(name)}/{tag}"
+
+
+def v2_tag_current_key(name: str, tag: str) -> str:
+    """The link holding the digest of the manifest C{tag} names now."""
+    return f"{v2_tag_key(name, tag)}/current/link"
+
+
+def v2_tag_index_key(name: str, tag: str, digest: DigestLike) -> str:
+    """The link recording that C{tag} named the manifest C{digest} at some time."""
+    return f"{v2_tag_key(name, tag)}/index/{digest.algorithm}/{digest.hex}/link"
+
+
+def link_content(digest: DigestLike) -> bytes:
+    """What a link file holds: the digest as text, C{<algorithm>:<hex>}, no newline."""
+    return f"{digest.algorithm}:{digest.hex}".encode("ascii")
+
+
+def referrers_key(name: str, subject: DigestLike) -> str:
+    """The directory of the manifests of repository C{name} whose C{subject} is C{subject}."""
+    return (f"{TWISTREG_V2}/referrers/{name}/_subjects/"
+            f"{subject.algorithm}/{subject.hex}")
+
+
+def referrer_key(name: str, subject: DigestLike, referrer: DigestLike) -> str:
+    """One referrer of C{subject}: its descriptor, as the referrers list gives it."""
+    return f"{referrers_key(name, subject)}/{referrer.algorithm}-{referrer.hex}"
+
+
+def upload_key(upload_id: str) -> str:
+    """The directory of one upload session (its id is a UUID the registry made)."""
+    return f"{V2_UPLOADS}/{upload_id}"
