@@ -12,7 +12,8 @@ from twisted.internet.defer import ensureDeferred
 from tests.test_layerfiles import COMPRESSORS, RICH_MEMBERS, make_sparse_tar, make_tar, member
 from tests.threads import HeldPool, InlineThreadsReactor, RealThreadsReactor
 from twistreg.checksums import (
-    BackgroundPayloadHasher,
+    BackgroundHasher,
+    DigestHasher,
     PayloadHasher,
     payload_checksum,
     tarsum,
@@ -153,7 +154,7 @@ def test_tarsum_not_a_tar() -> None:
 def test_background_hasher_with_inline_threads() -> None:
     """With a pool that runs jobs at once, every update is hashed before it returns."""
     reactor = InlineThreadsReactor()
-    hasher = BackgroundPayloadHasher(reactor, b"json", limit=1)
+    hasher = BackgroundHasher(reactor, PayloadHasher(b"json"), limit=1)
     layer = bytes(range(256)) * 5000
     for i in range(0, len(layer), 4096):
         assert hasher.update(layer[i : i + 4096]) is None
@@ -168,7 +169,7 @@ def test_background_hasher_batches_what_is_queued() -> None:
     is busy go to it as one job, in order; the checksum takes what is left.
     """
     pool = HeldPool()
-    hasher = BackgroundPayloadHasher(InlineThreadsReactor(pool), b"j", limit=4)
+    hasher = BackgroundHasher(InlineThreadsReactor(pool), PayloadHasher(b"j"), limit=4)
     hasher.update(b"a")
     assert pool.held == []
     for chunk in (b"b", b"c", b"d", b"e"):
@@ -188,7 +189,7 @@ def test_background_hasher_batches_what_is_queued() -> None:
 def test_background_hasher_hops_once_per_batch() -> None:
     """A fast pool is not given every small chunk from the socket: one job per MiB."""
     reactor = InlineThreadsReactor()
-    hasher = BackgroundPayloadHasher(reactor, b"j")
+    hasher = BackgroundHasher(reactor, PayloadHasher(b"j"))
     layer = b"x" * (4 * 1024 * 1024)
     for start in range(0, len(layer), 65536):
         assert hasher.update(layer[start : start + 65536]) is None
@@ -200,7 +201,7 @@ def test_background_hasher_hops_once_per_batch() -> None:
 def test_background_hasher_applies_back_pressure() -> None:
     """Past the limit the caller is asked to wait until the pool has caught up."""
     pool = HeldPool()
-    hasher = BackgroundPayloadHasher(InlineThreadsReactor(pool), b"j", limit=1000)
+    hasher = BackgroundHasher(InlineThreadsReactor(pool), PayloadHasher(b"j"), limit=1000)
     assert hasher.update(b"a" * 600) is None
     wait = hasher.update(b"b" * 600)
     assert wait is not None
@@ -215,7 +216,7 @@ def test_background_hasher_applies_back_pressure() -> None:
 def test_background_hasher_stop_forgets_the_rest() -> None:
     """stop() drops what is queued and releases a waiting caller; later chunks are ignored."""
     pool = HeldPool()
-    hasher = BackgroundPayloadHasher(InlineThreadsReactor(pool), b"j", limit=10)
+    hasher = BackgroundHasher(InlineThreadsReactor(pool), PayloadHasher(b"j"), limit=10)
     hasher.update(b"a" * 5)
     wait = hasher.update(b"b" * 20)
     hasher.stop()
@@ -227,7 +228,7 @@ def test_background_hasher_stop_forgets_the_rest() -> None:
 
 def test_background_hasher_failure_reaches_checksum() -> None:
     """A job that fails in the pool fails the checksum instead of leaving it waiting."""
-    hasher = BackgroundPayloadHasher(InlineThreadsReactor(), b"j")
+    hasher = BackgroundHasher(InlineThreadsReactor(), PayloadHasher(b"j"))
     hasher.update("not bytes")  # type: ignore[arg-type]
     failures: list = []
     ensureDeferred(hasher.checksum()).addErrback(failures.append)
@@ -238,7 +239,7 @@ def test_background_hasher_in_real_threads() -> None:
     """A real pool hashes a multi-MiB stream, given in uneven chunks with back-pressure."""
     reactor = RealThreadsReactor()
     try:
-        hasher = BackgroundPayloadHasher(reactor, ID_1, limit=256 * 1024)
+        hasher = BackgroundHasher(reactor, PayloadHasher(ID_1), limit=256 * 1024)
         layer = hashlib.sha512(b"seed").digest() * (6 * 1024 * 1024 // 64 + 7)
         paused = 0
         for start in range(0, len(layer), 65531):
@@ -252,3 +253,36 @@ def test_background_hasher_in_real_threads() -> None:
         assert paused > 0
     finally:
         reactor.stop()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "data", "expected"),
+    [
+        ("sha256", b"", "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        (
+            "sha512",
+            b"abc",
+            "sha512:ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+            "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+        ),
+    ],
+)
+def test_digest_hasher(algorithm: str, data: bytes, expected: str) -> None:
+    """A V2 digest as clients write it, whatever the chunks the bytes came in."""
+    hasher = DigestHasher(algorithm)
+    for byte in range(len(data)):
+        hasher.update(data[byte : byte + 1])
+    assert hasher.checksum() == expected
+
+
+def test_background_hasher_runs_any_hasher() -> None:
+    """The pool runs a digest as it runs the payload checksum: nothing of V1 is mixed in."""
+    pool = HeldPool()
+    hasher = BackgroundHasher(InlineThreadsReactor(pool), DigestHasher("sha512"), limit=8)
+    blob = b"blob bytes " * 3
+    assert hasher.update(blob[:11]) is not None
+    hasher.update(blob[11:])
+    result = ensureDeferred(hasher.checksum())
+    while pool.held:
+        pool.run_next()
+    assert result.result == "sha512:" + hashlib.sha512(blob).hexdigest()

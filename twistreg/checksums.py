@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_checksums -*-
 """
-Layer checksums (contract §8): the payload checksum the server checks, and tarsum v0 for tools.
+Checksums computed while bodies stream: V1's payload checksum (contract §8), V2's content
+digests, the thread-pool runner both use, and tarsum v0 for tools.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tarfile
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
@@ -54,11 +55,41 @@ class PayloadHasher:
         return "sha256:" + self._sha.hexdigest()
 
 
-class BackgroundPayloadHasher:
+class DigestHasher:
     """
-    The payload checksum computed in the reactor's thread pool while the reactor receives
-    and writes the layer: hashlib releases the GIL on large buffers, so the hash runs beside
-    the rest instead of after it.
+    A V2 content digest (C{<algorithm>:<hex>}) computed while a blob streams in, so the blob
+    is never re-read to check the digest the client gave.
+
+    @param algorithm: a C{hashlib} name (C{sha256}, C{sha512}).
+    """
+
+    __slots__ = ("_algorithm", "_hash")
+
+    def __init__(self, algorithm: str = "sha256") -> None:
+        self._algorithm = algorithm
+        self._hash = hashlib.new(algorithm)
+
+    def update(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+
+    def checksum(self) -> str:
+        """The digest as a client writes it, to compare with the one it sent."""
+        return f"{self._algorithm}:{self._hash.hexdigest()}"
+
+
+class Hasher(Protocol):
+    """What L{BackgroundHasher} runs: L{PayloadHasher}, L{DigestHasher}."""
+
+    def update(self, chunk: bytes) -> None: ...
+
+    def checksum(self) -> str: ...
+
+
+class BackgroundHasher:
+    """
+    A checksum computed in the reactor's thread pool while the reactor receives and writes
+    the body: hashlib releases the GIL on large buffers, so the hash runs beside the rest
+    instead of after it.
 
     Chunks wait in a queue until a batch's worth is there (1 MiB, or half of C{limit} if
     that is less; or the checksum is asked for); whatever is queued when the pool is free
@@ -70,11 +101,12 @@ class BackgroundPayloadHasher:
 
     @param reactor: provides the thread pool (C{getThreadPool}) and delivers its results
         (C{callFromThread}); a test reactor may run both synchronously.
+    @param hasher: fed the body in order, in the pool's threads; asked for its checksum once.
     """
 
-    def __init__(self, reactor, image_json: bytes, limit: int = 4 * _CHUNK) -> None:
+    def __init__(self, reactor, hasher: Hasher, limit: int = 4 * _CHUNK) -> None:
         self._reactor = reactor
-        self._hasher = PayloadHasher(image_json)
+        self._hasher = hasher
         self._limit = limit
         self._batch = max(1, min(_CHUNK, limit // 2))
         self._queue: list[bytes] = []

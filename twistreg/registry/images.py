@@ -15,7 +15,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
-from twistreg.checksums import BackgroundPayloadHasher
+from twistreg.checksums import BackgroundHasher, PayloadHasher
 from twistreg.errors import RegistryError
 from twistreg.layout import (
     image_ancestry_key,
@@ -75,7 +75,7 @@ class LayerUpload:
     """
 
     def __init__(
-        self, storage: IStorage, image_id: str, writer: IWriter, hasher: BackgroundPayloadHasher
+        self, storage: IStorage, image_id: str, writer: IWriter, hasher: BackgroundHasher
     ) -> None:
         self._storage = storage
         self._image_id = image_id
@@ -292,7 +292,7 @@ class Images:
         ):
             raise RegistryError(409, "Image already exists")
         writer = await self._storage.open_writer(image_layer_key(image_id))
-        hasher = BackgroundPayloadHasher(self._reactor, image_json)
+        hasher = BackgroundHasher(self._reactor, PayloadHasher(image_json))
         return LayerUpload(self._storage, image_id, writer, hasher)
 
     # R5
