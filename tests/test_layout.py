@@ -191,3 +191,28 @@ def test_v2_keys_are_the_go_registrys():
         f"twistreg/v2/referrers/a/b/_subjects/sha256/{'ab' * 32}/sha256-{'cd' * 32}")
     assert upload_key("0f8fad5b-d9cb-469f-a165-70867728950e") == (
         "twistreg/v2/uploads/0f8fad5b-d9cb-469f-a165-70867728950e")
+
+
+def test_v2_repository_entries():
+    """
+    The entries that make a directory a repository are the directories the link builders
+    write into; every other name starting with C{_} is the Go registry's too, never a name.
+    """
+    from twistreg.layout import (
+        V2_LAYERS,
+        V2_MANIFESTS,
+        is_v2_name_component,
+        layer_link_key,
+        revision_link_key,
+        v2_repository_key,
+        v2_tags_key,
+    )
+    from twistreg.oci.names import parse_digest
+
+    digest = parse_digest("sha256:" + "ab" * 32)
+    assert (V2_LAYERS, V2_MANIFESTS) == ("_layers", "_manifests")
+    assert layer_link_key("a", digest).startswith(f"{v2_repository_key('a')}/{V2_LAYERS}/")
+    assert revision_link_key("a", digest).startswith(f"{v2_repository_key('a')}/{V2_MANIFESTS}/")
+    assert v2_tags_key("a").startswith(f"{v2_repository_key('a')}/{V2_MANIFESTS}/")
+    assert [entry for entry in ("_layers", "_uploads", "_x", "a", "b_c", "0")
+            if is_v2_name_component(entry)] == ["a", "b_c", "0"]

@@ -302,6 +302,21 @@ TWISTREG_V2 = "twistreg/v2"
 V2_UPLOADS = f"{TWISTREG_V2}/uploads"
 
 
+#: The entries of a V2 repository's directory that make it one: its blobs' links and its
+#: manifests (revisions and tags).
+V2_LAYERS = "_layers"
+V2_MANIFESTS = "_manifests"
+
+
+def is_v2_name_component(entry: str) -> bool:
+    """
+    Whether an entry of a directory under L{V2_REPOSITORIES} can be part of a repository's
+    name: the Go registry keeps its own entries (C{_layers}, C{_manifests}, C{_uploads}) there
+    and reserves every name starting with C{_} for them.
+    """
+    return not entry.startswith("_")
+
+
 class DigestLike(Protocol):
     algorithm: str
     hex: str
@@ -319,17 +334,18 @@ def v2_repository_key(name: str) -> str:
 
 def layer_link_key(name: str, digest: DigestLike) -> str:
     """The link that makes a blob part of repository C{name} (its layers and configs)."""
-    return f"{V2_REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+    return f"{V2_REPOSITORIES}/{name}/{V2_LAYERS}/{digest.algorithm}/{digest.hex}/link"
 
 
 def revision_link_key(name: str, digest: DigestLike) -> str:
     """The link that makes a manifest part of repository C{name}."""
-    return f"{V2_REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+    return (f"{V2_REPOSITORIES}/{name}/{V2_MANIFESTS}/revisions/"
+            f"{digest.algorithm}/{digest.hex}/link")
 
 
 def v2_tags_key(name: str) -> str:
     """The directory holding one directory per tag of repository C{name}."""
-    return f"{V2_REPOSITORIES}/{name}/_manifests/tags"
+    return f"{V2_REPOSITORIES}/{name}/{V2_MANIFESTS}/tags"
 
 
 def v2_tag_key(name: str, tag: str) -> str:
