@@ -295,6 +295,7 @@ class SeaweedServer(_ServerProcess):
         self.bucket = BUCKET
         self._ports: dict[str, int] = {}
         self._prefixes = itertools.count(1)
+        self._probe: str | None = None
         self._data = os.path.join(self.directory, "data")
         self._config = os.path.join(self.directory, "s3.json")
         self._logs = os.path.join(self.directory, "logs")
@@ -313,7 +314,27 @@ class SeaweedServer(_ServerProcess):
         self.boto3_client().create_bucket(Bucket=self.bucket)
         return self
 
+    def _end(self, sig: signal.Signals, timeout: float) -> None:
+        # An object written just before the end, read back after a restart: the gateway
+        # answers before its filer can reach the volumes, and reads fail meanwhile.
+        if self._process is not None and self._process.poll() is None and self._probe is None:
+            probe = f"restart-probe-{secrets.token_hex(4)}"
+            try:
+                self.boto3_client().put_object(Bucket=self.bucket, Key=probe, Body=b"probe")
+                self._probe = probe
+            except Exception:  # a server that no longer answers has nothing to wait for
+                pass
+        super()._end(sig, timeout)
+
+    def _serves_probe(self) -> bool:
+        try:
+            self.boto3_client().get_object(Bucket=self.bucket, Key=self._probe)["Body"].read()
+        except Exception:  # botocore's errors, connection errors, timeouts
+            return False
+        return True
+
     def _prepare(self) -> None:
+        self._probe = None
         shutil.rmtree(self._data, ignore_errors=True)
         os.mkdir(self._data)
         ports = _free_ports(len(_WEED_PORTS), companion_offset=_ADMIN_GRPC_OFFSET)
@@ -338,6 +359,10 @@ class SeaweedServer(_ServerProcess):
         # A fresh start answers in about a second, a restart after a SIGKILL too; a restart
         # after a SIGTERM with data may take some 20 s.
         self._wait_until(self._answers, 60)
+        if self._probe is not None:
+            self._wait_until(self._serves_probe, 60)
+            self.boto3_client().delete_object(Bucket=self.bucket, Key=self._probe)
+            self._probe = None
 
     def _answers(self) -> bool:
         # An anonymous request is refused (403) once the gateway and its filer are up.
