@@ -315,6 +315,71 @@ def test_a_layer_size_is_seen_by_every_node_once_committed(make_node, in_reactor
 
 
 @pytest.mark.integration
+def test_a_move_is_a_write_of_both_keys(make_node, redis, in_reactor) -> None:
+    """Another node reads the source missing and the destination's new value at once."""
+    a, b = make_node(), make_node()
+    source, destination = layout.tag_key(REPOSITORY, "new"), TAG
+    a.write_behind(source, b"2" * 64)
+    in_reactor(a.storage.put_content, destination, b"1" * 64)
+    assert in_reactor(b.storage.get_content, source) == b"2" * 64
+    in_reactor(a.storage.move, source, destination)
+    assert (entry(redis, source), entry(redis, destination)) == (b"-", b"+" + b"2" * 64)
+    assert in_reactor(b.storage.exists, source) is False
+    assert in_reactor(b.storage.get_content, destination) == b"2" * 64
+
+    layer, other = layout.image_layer_key(IMAGE), layout.image_layer_key("b" * 64)
+    a.write_behind(other, b"other layer")
+    with pytest.raises(KeyNotFound):
+        in_reactor(b.storage.size, layer)
+    in_reactor(a.storage.move, other, layer)
+    assert in_reactor(b.storage.size, layer) == 11
+    with pytest.raises(KeyNotFound):
+        in_reactor(b.storage.size, other)
+
+
+@pytest.mark.integration
+def test_a_move_of_other_keys_never_reaches_redis(make_node, redis, in_reactor) -> None:
+    node = make_node()
+    node.write_behind("twistreg/v2/uploads/u/0", b"blob")
+    in_reactor(node.storage.move, "twistreg/v2/uploads/u/0", "docker/registry/v2/blobs/data")
+    assert in_reactor(node.storage.get_content, "docker/registry/v2/blobs/data") == b"blob"
+    assert redis.command("KEYS", "*") == []
+
+
+@pytest.mark.integration
+def test_a_move_of_a_missing_source(make_node, redis, in_reactor) -> None:
+    """Nothing moves, and the entries stay what they were."""
+    node = make_node()
+    in_reactor(node.storage.put_content, TAG, b"kept")
+    source = layout.tag_key(REPOSITORY, "gone")
+    with pytest.raises(KeyNotFound):
+        in_reactor(node.storage.move, source, TAG)
+    assert entry(redis, TAG) == b"+kept"
+    assert in_reactor(node.storage.get_content, TAG) == b"kept"
+
+
+class FailingMove(LocalStorage):
+    """Moves, then says it failed."""
+
+    def move(self, source: str, destination: str) -> defer.Deferred[None]:
+        super().move(source, destination)
+        return defer.fail(OSError("connection lost"))
+
+
+@pytest.mark.integration
+def test_a_failed_move_deletes_both_entries(make_node, redis, in_reactor) -> None:
+    node = make_node()
+    source = layout.tag_key(REPOSITORY, "new")
+    in_reactor(node.storage.put_content, source, b"new")
+    in_reactor(node.storage.put_content, TAG, b"old")
+    failing = CachedStorage(FailingMove(node.root), node.client, "twistreg:test:", TTL)
+    with pytest.raises(OSError):
+        in_reactor(failing.move, source, TAG)
+    assert (entry(redis, source), entry(redis, TAG)) == (None, None)
+    assert in_reactor(node.storage.get_content, TAG) == b"new"
+
+
+@pytest.mark.integration
 def test_every_entry_has_the_ttl(make_node, redis, in_reactor) -> None:
     node = make_node()
     in_reactor(node.storage.put_content, layout.image_json_key(IMAGE), b"{}")

@@ -113,6 +113,37 @@ class LocalStorageTests(TemporaryDirectories, SynchronousTestCase):
         consumer.producer.stopProducing()
         self.failureResultOf(done)
 
+    def test_move_renames_without_copying(self) -> None:
+        """The destination is the source's file itself (same inode), the old value replaced."""
+        source, destination = "uploads/u/0", "blobs/ab/abcd/data"
+        self.successResultOf(self.storage.put_content(source, b"blob"))
+        self.successResultOf(self.storage.put_content(destination, b"older"))
+        inode = os.stat(os.path.join(self.root, source)).st_ino
+        self.successResultOf(self.storage.move(source, destination))
+        self.assertEqual(self.successResultOf(self.storage.get_content(destination)), b"blob")
+        self.assertEqual(os.stat(os.path.join(self.root, destination)).st_ino, inode)
+        self.assertFalse(self.successResultOf(self.storage.exists(source)))
+        self.assertEqual(os.listdir(os.path.join(self.root, "blobs/ab/abcd")), ["data"])
+
+    def test_move_makes_the_destination_directories(self) -> None:
+        self.successResultOf(self.storage.put_content("a/b", b"x"))
+        self.successResultOf(self.storage.move("a/b", "c/d/e/f"))
+        self.assertEqual(self.successResultOf(self.storage.get_content("c/d/e/f")), b"x")
+        self.assertEqual(os.listdir(os.path.join(self.root, "a")), [])
+
+    def test_move_of_a_missing_source(self) -> None:
+        self.successResultOf(self.storage.put_content("c/d", b"kept"))
+        self.failureResultOf(self.storage.move("a/b", "c/d"), KeyNotFound)
+        self.failureResultOf(self.storage.move("c/d/e", "c/f"), KeyNotFound)
+        self.assertEqual(self.successResultOf(self.storage.get_content("c/d")), b"kept")
+
+    def test_move_of_a_directory_is_refused(self) -> None:
+        """A directory is no key: it stays where it is."""
+        self.successResultOf(self.storage.put_content("a/b/c", b"x"))
+        self.failureResultOf(self.storage.move("a/b", "d"), KeyNotFound)
+        self.assertEqual(self.successResultOf(self.storage.get_content("a/b/c")), b"x")
+        self.assertFalse(os.path.exists(os.path.join(self.root, "d")))
+
     def test_sweep_removes_only_dead_owners(self) -> None:
         directory = os.path.join(self.root, "images", "a")
         os.makedirs(directory)

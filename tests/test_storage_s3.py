@@ -236,6 +236,41 @@ def test_at_most_two_parts_are_held(storage, in_reactor) -> None:
     in_reactor(writer.abort)
 
 
+def test_move_copies_on_the_server(storage, bucket, seaweedfs, s3_prefix, in_reactor) -> None:
+    """CopyObject publishes the source's bytes over the older value; the source is gone."""
+    chunks = chunks_of(2 * PART + 100)
+    in_reactor(write_all, in_reactor(storage.open_writer, "uploads/u/0"), chunks)
+    in_reactor(storage.put_content, "blobs/ab/data", b"older")
+    in_reactor(storage.move, "uploads/u/0", "blobs/ab/data")
+    assert bucket.keys() == ["blobs/ab/data"]
+    assert bucket.get("blobs/ab/data") == b"".join(chunks)
+    assert bucket.uploads() == []
+
+
+def test_move_copies_in_parts_above_the_copy_limit(storage, bucket, seaweedfs, s3_prefix,
+                                                    in_reactor) -> None:
+    """Past CopyObject's limit (lowered here) the copy goes in ranges of a multipart upload."""
+    storage.copy_limit = storage.copy_part_size = PART
+    data = b"".join(chunks_of(2 * PART + 12345))
+    bucket.put("uploads/u/0", data)
+    in_reactor(storage.move, "uploads/u/0", "blobs/ab/data")
+    assert bucket.keys() == ["blobs/ab/data"]
+    assert bucket.get("blobs/ab/data") == data
+    assert bucket.uploads() == []
+    head = seaweedfs.boto3_client().head_object(
+        Bucket=seaweedfs.bucket, Key=f"{s3_prefix.lstrip('/')}/blobs/ab/data")
+    # A multipart object's ETag ends with its number of parts.
+    assert head["ETag"].strip('"').endswith("-3")
+
+
+def test_move_of_a_missing_source(storage, bucket, in_reactor) -> None:
+    in_reactor(storage.put_content, "blobs/ab/data", b"kept")
+    with pytest.raises(KeyNotFound):
+        in_reactor(storage.move, "uploads/u/0", "blobs/ab/data")
+    assert bucket.keys() == ["blobs/ab/data"]
+    assert bucket.get("blobs/ab/data") == b"kept"
+
+
 def test_stale_uploads_are_purged_fresh_ones_kept(seaweedfs, s3_prefix, bucket,
                                                   in_reactor) -> None:
     client = seaweedfs.boto3_client()

@@ -14,8 +14,8 @@ C{<namespace><key>#size}. Entries live C{cache_lru.ttl} seconds.
 
 The rule that keeps nodes consistent:
 
-  - A write (C{put_content}, C{remove}, C{remove_tree}, a layer writer's C{commit}) changes
-    storage first, then SETs the entry unconditionally: C{+<value>}, or C{-} for a removal.
+  - A write (C{put_content}, C{remove}, C{remove_tree}, C{move}, a layer writer's C{commit})
+    changes storage first, then SETs the entry unconditionally: C{+<value>}, or C{-} for a removal.
     Once the write has returned, every node reads the new entry.  When storage fails, the
     entry is deleted instead: the write may have landed or not, so the next reader asks
     storage.
@@ -35,7 +35,7 @@ Redis down, slow or flushed costs time, never an answer: every call falls back t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -131,23 +131,47 @@ class CachedStorage:
         if not is_small_key(key):
             return self._backend.put_content(key, data)
         return defer.ensureDeferred(
-            self._write([key], _PRESENT + data, lambda: self._backend.put_content(key, data)))
+            self._write({key: _PRESENT + data}, lambda: self._backend.put_content(key, data)))
 
     def remove(self, key: str) -> defer.Deferred[None]:
-        cached = key if is_small_key(key) else key + _SIZE if is_layer_key(key) else None
+        cached = _entry_key(key)
         if cached is None:
             return self._backend.remove(key)
         return defer.ensureDeferred(
-            self._write([cached], _ABSENT, lambda: self._backend.remove(key)))
+            self._write({cached: _ABSENT}, lambda: self._backend.remove(key)))
 
     def remove_tree(self, key: str) -> defer.Deferred[None]:
         """The small keys below C{key} are listed first, to leave C{-} in their entries."""
 
         async def remove() -> None:
             keys = await self._small_keys_under(key) if may_hold_small_keys(key) else []
-            await self._write(keys, _ABSENT, lambda: self._backend.remove_tree(key))
+            await self._write(dict.fromkeys(keys, _ABSENT),
+                              lambda: self._backend.remove_tree(key))
 
         return defer.ensureDeferred(remove())
+
+    def move(self, source: str, destination: str) -> defer.Deferred[None]:
+        """
+        A write of both keys: C{-} for the source, the moved value (or size) for the
+        destination, read from the source before it moves since storage cannot say it after.
+        """
+        source_entry, destination_entry = _entry_key(source), _entry_key(destination)
+        if source_entry is None and destination_entry is None:
+            return self._backend.move(source, destination)
+
+        async def move() -> None:
+            entries: dict[str, bytes] = {}
+            if source_entry is not None:
+                entries[source_entry] = _ABSENT
+            if destination_entry is not None:
+                if is_small_key(destination):
+                    value = await self._backend.get_content(source)
+                else:
+                    value = b"%d" % await self._backend.size(source)
+                entries[destination_entry] = _PRESENT + value
+            await self._write(entries, lambda: self._backend.move(source, destination))
+
+        return defer.ensureDeferred(move())
 
     # -- straight to storage --------------------------------------------------------------------
 
@@ -201,28 +225,29 @@ class CachedStorage:
     async def layer_committed(self, key: str, size: int,
                               commit: Callable[[], Awaitable[None]]) -> None:
         """A layer writer's commit, then the layer's new size in its entry."""
-        await self._write([key + _SIZE], _PRESENT + b"%d" % size, commit)
+        await self._write({key + _SIZE: _PRESENT + b"%d" % size}, commit)
 
-    async def _write(self, keys: list[str], entry: bytes,
+    async def _write(self, entries: Mapping[str, bytes],
                      write: Callable[[], Awaitable[None]]) -> None:
-        """Storage first, then the entries of C{keys}; deleted when storage fails."""
+        """Storage first, then C{entries} (entry key: entry); deleted when storage fails."""
         try:
             await write()
         except BaseException:
-            await self._update(keys, None)
+            await self._update(dict.fromkeys(entries))
             raise
-        await self._update(keys, entry)
+        await self._update(entries)
 
-    async def _update(self, keys: list[str], entry: bytes | None) -> None:
-        """SET C{entry} (None: DEL) for every key, or remember the keys when Redis fails."""
+    async def _update(self, entries: Mapping[str, bytes | None]) -> None:
+        """SET each entry (None: DEL), or remember their keys when Redis fails."""
         try:
             await self._forget_stale()
-            if entry is None:
-                await self._redis.delete([self._redis_key(key) for key in keys])
-            else:
-                for key in keys:
+            await self._redis.delete(
+                [self._redis_key(key) for key, entry in entries.items() if entry is None])
+            for key, entry in entries.items():
+                if entry is not None:
                     await self._redis.set(self._redis_key(key), entry, self._ttl)
         except RedisUnavailable:
+            keys = list(entries)
             self._stale.update(keys[: max(0, STALE_LIMIT - len(self._stale))])
 
     async def _forget_stale(self) -> None:
@@ -245,6 +270,15 @@ class CachedStorage:
             elif may_hold_small_keys(key):
                 keys.extend(await self._small_keys_under(key))
         return keys
+
+
+def _entry_key(key: str) -> str | None:
+    """The entry a write of C{key} changes: its own, its size's, or none."""
+    if is_small_key(key):
+        return key
+    if is_layer_key(key):
+        return key + _SIZE
+    return None
 
 
 @implementer(IWriter)

@@ -83,6 +83,16 @@ class IStorage(Interface):
     def open_writer(key: str):
         """An L{IWriter} that publishes under C{key} when committed."""
 
+    def move(source: str, destination: str):
+        """
+        Publish the value of C{source} under C{destination} atomically (replacing what was
+        there) and remove C{source}: a finished upload takes its place without its bytes
+        passing through the registry.  Readers of C{destination} see the old value or the
+        new one, never a part; C{source} and C{destination} are different keys.
+
+        @raise KeyNotFound: C{source} holds no value (nothing changed).
+        """
+
     def stream(key: str, consumer, offset: int, length: int):
         """
         Write C{length} bytes of C{key} from C{offset} to the C{IConsumer}, as fast as the

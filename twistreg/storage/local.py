@@ -240,6 +240,24 @@ class LocalStorage:
     def open_writer(self, key: str) -> defer.Deferred[IWriter]:
         return defer.succeed(_FileWriter(self._path(key)))
 
+    def move(self, source: str, destination: str) -> defer.Deferred[None]:
+        """A rename: one filesystem, so no byte is copied."""
+        return defer.maybeDeferred(self._move, source, destination)
+
+    def _move(self, source: str, destination: str) -> None:
+        path = self._path(source)
+        # A rename would move a whole directory too: a key is a file, nothing else.
+        if os.path.isdir(path):
+            raise KeyNotFound(source)
+        target = self._path(destination)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.replace(path, target)
+        except OSError as error:
+            if _missing(error):
+                raise KeyNotFound(source) from None
+            raise
+
     def stream(
         self, key: str, consumer: IConsumer, offset: int, length: int
     ) -> defer.Deferred[None]:
