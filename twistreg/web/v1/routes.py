@@ -18,18 +18,17 @@ from collections.abc import Awaitable
 from typing import Any, Callable, Optional, Union
 
 import attrs
-from klein import Klein
 from twisted.internet import defer
 from twisted.web.iweb import IRequest
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter, MapAdapter
+from werkzeug.routing import BaseConverter
 
 from twistreg.errors import RegistryError
 from twistreg.layout import Repository, parse_repository
 from twistreg.registry.auth import Access, Token
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
-from twistreg.web.body import UploadBody, decoded_path, routed_path, valid_host
+from twistreg.web.body import UploadBody
+from twistreg.web.routing import PolicyRoutes
 
 
 class RepositoryConverter(BaseConverter):
@@ -155,86 +154,29 @@ def upstream_request(request: IRequest) -> tuple[str, dict[str, str]]:
 Handler = Callable[..., Union[bytes, Awaitable[bytes]]]
 
 
-class RouteTable:
-    """
-    The V1 routes of one registry, on one Klein app (one URL map, so that a path's 405
-    lists the methods of every route family).
-    """
+class RouteTable(PolicyRoutes[Policy]):
+    """The V1 routes of one registry: policies checked in the contract's order."""
 
     def __init__(self, registry: Registry) -> None:
+        super().__init__()
         self.registry = registry
-        self.app = Klein()
-        url_map = self.app.url_map
-        url_map.merge_slashes = False
-        url_map.converters["repo"] = RepositoryConverter
-        self._policies: dict[str, Policy] = {}
-        self._adapter: MapAdapter | None = None
-        #: The methods of the routes whose body streams into storage.
-        self.upload_methods: frozenset[bytes] = frozenset()
+        self.app.url_map.converters["repo"] = RepositoryConverter
 
-    def mounted(self, mount: Mount) -> bool:
-        """Whether routes of C{mount} exist in this registry."""
-        if mount is Mount.INDEX:
+    def mounted(self, policy: Policy) -> bool:
+        """Whether routes of C{policy.mount} exist in this registry."""
+        if policy.mount is Mount.INDEX:
             return self.registry.settings.standalone
-        if mount is Mount.SEARCH:
+        if policy.mount is Mount.SEARCH:
             return self.registry.search is not None
         return True
 
-    def route(self, paths: str | tuple[str, ...], method: str, policy: Policy
-              ) -> Callable[[Handler], Handler]:
-        """
-        Add a route (one method, one or more paths) with its policy; the handler gets a
-        L{RouteCall} and the path's arguments, C{repo} parsed into C{call.repository}.
-        """
+    def _refuse_path(self, path: bytes) -> Exception:
+        if path.startswith(b"/v1/repositories/"):
+            return RegistryError(400, "Invalid repository name")
+        return RegistryError(404, "Not found")
 
-        def register(handler: Handler) -> Handler:
-            if not self.mounted(policy.mount):
-                return handler
-            for path in (paths,) if isinstance(paths, str) else paths:
-                endpoint = f"{method} {path}"
-                self._policies[endpoint] = policy
-                if policy.upload is not None:
-                    self.upload_methods |= {method.encode("ascii")}
-                self.app.route(path, methods=[method], endpoint=endpoint)(
-                    self._applying(policy, handler))
-            return handler
-
-        return register
-
-    def answer(self, request: IRequest) -> bytes | defer.Deferred:
-        """
-        The answer of the route C{request} matches: bytes, or a Deferred of them.
-
-        @raise RegistryError: a path that is not UTF-8, or a C{Host} that is no host name.
-        @raise HTTPException: no route matches (werkzeug's C{NotFound},
-            C{MethodNotAllowed}, or C{RequestRedirect} for a missing slash).
-        """
-        path = routed_path(request.postpath)
-        try:
-            path_info = path.decode("utf-8")
-        except UnicodeDecodeError:
-            if path.startswith(b"/v1/repositories/"):
-                raise RegistryError(400, "Invalid repository name") from None
-            raise RegistryError(404, "Not found") from None
-        if not valid_host(request):
-            raise RegistryError(400, "Invalid Host header")
-        endpoint, arguments = self._match(request.method, path_info)
-        return self.app.execute_endpoint(endpoint, request, **arguments)
-
-    def _match(self, method: bytes, path_info: str) -> tuple[str, dict[str, Any]]:
-        if self._adapter is None:
-            # Bound once: routes depend on the path and method only, never on the host.
-            self._adapter = self.app.url_map.bind("localhost")
-        return self._adapter.match(path_info, method.decode("latin-1"))
-
-    def policy_of(self, endpoint: str) -> Policy:
-        """The policy a route declared (KeyError for a rule added around the table)."""
-        return self._policies[endpoint]
-
-    def undeclared(self) -> list[str]:
-        """The rules of the URL map that no policy covers (added around L{route})."""
-        return [rule.rule for rule in self.app.url_map.iter_rules()
-                if rule.endpoint not in self._policies]
+    def _refuse_host(self) -> Exception:
+        return RegistryError(400, "Invalid Host header")
 
     def _call(self, policy: Policy, request: IRequest, arguments: dict[str, Any]) -> RouteCall:
         """The call, with the path's repository name parsed: the first check of all."""
@@ -288,29 +230,3 @@ class RouteTable:
                 return answer
 
         return apply
-
-    def open_upload(self, request: IRequest, method: bytes, target: bytes,
-                    authorization: str | None) -> defer.Deferred | None:
-        """
-        When C{method} and C{target} name a route whose body streams into storage: its
-        access check and its sink, as the body starts to arrive (before any of it is
-        stored).  None for every other request.
-        """
-        try:
-            path_info = decoded_path(target).decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        try:
-            endpoint, arguments = self._match(method, path_info)
-        except HTTPException:
-            return None
-        policy = self._policies.get(endpoint)
-        if policy is None or policy.upload is None:
-            return None
-        opener = policy.upload
-
-        async def open_sink() -> Any:
-            call = await self._checked(policy, request, authorization, arguments)
-            return await opener(call, **arguments)
-
-        return defer.ensureDeferred(open_sink())
