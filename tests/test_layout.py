@@ -216,3 +216,18 @@ def test_v2_repository_entries():
     assert v2_tags_key("a").startswith(f"{v2_repository_key('a')}/{V2_MANIFESTS}/")
     assert [entry for entry in ("_layers", "_uploads", "_x", "a", "b_c", "0")
             if is_v2_name_component(entry)] == ["a", "b_c", "0"]
+
+
+def test_referrer_entries():
+    """A referrer's entry names its digest; other names in the directory name none."""
+    from twistreg.layout import referrer_key, referrer_of_entry, referrers_key
+    from twistreg.oci.names import parse_digest
+
+    subject = parse_digest("sha256:" + "ab" * 32)
+    referrer = parse_digest("sha512:" + "cd" * 64)
+    key = referrer_key("a/b", subject, referrer)
+    directory, _, entry = key.rpartition("/")
+    assert directory == referrers_key("a/b", subject)
+    assert referrer_of_entry(entry) == str(referrer)
+    for other in ("sha256", "-abc", "sha256-", "link"):
+        assert referrer_of_entry(other) is None, other

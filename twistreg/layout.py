@@ -379,6 +379,18 @@ def referrer_key(name: str, subject: DigestLike, referrer: DigestLike) -> str:
     return f"{referrers_key(name, subject)}/{referrer.algorithm}-{referrer.hex}"
 
 
+def referrer_of_entry(entry: str) -> str | None:
+    """
+    The digest, as text (C{<algorithm>:<hex>}), that an entry listed in L{referrers_key} is
+    named after, to be parsed as one: other files may be listed there (a write in flight).
+    None for a name without the two parts.
+    """
+    algorithm, sep, encoded = entry.rpartition("-")
+    if not (sep and algorithm and encoded):
+        return None
+    return f"{algorithm}:{encoded}"
+
+
 def upload_key(upload_id: str) -> str:
     """The directory of one upload session (its id is a UUID the registry made)."""
     return f"{V2_UPLOADS}/{upload_id}"
