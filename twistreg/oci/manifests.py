@@ -106,6 +106,29 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
     @raise ManifestInvalid: it is not a JSON object, a Docker schema1 manifest, of another
         type than L{IMAGE_MANIFESTS} and L{INDEXES}, or malformed (the message says where).
     """
+    return _manifest(body, _document(body), content_type)
+
+
+def parse_stored_manifest(body: bytes) -> Manifest:
+    """
+    Read a manifest as stored, which may lack a C{mediaType} field: OCI allows that, and the
+    Go registry stores such manifests as pushed. Its fields then tell the type, as the image
+    spec's types differ: a C{config} makes an image manifest, a C{manifests} list an index.
+
+    @raise ManifestInvalid: what L{parse_manifest} refuses with no C{Content-Type}.
+    @raise ManifestTooLarge: the body is over L{MANIFEST_LIMIT} bytes.
+    """
+    document = _document(body)
+    inferred = None
+    if "mediaType" not in document:
+        if "config" in document:
+            inferred = OCI_MANIFEST
+        elif "manifests" in document:
+            inferred = OCI_INDEX
+    return _manifest(body, document, inferred)
+
+
+def _document(body: bytes) -> dict[str, Any]:
     if len(body) > MANIFEST_LIMIT:
         raise ManifestTooLarge(
             f"manifest of {len(body)} bytes, over the limit of {MANIFEST_LIMIT} bytes"
@@ -116,6 +139,10 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
         raise ManifestInvalid(f"manifest is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest is not a JSON object")
+    return document
+
+
+def _manifest(body: bytes, document: dict[str, Any], content_type: str | None) -> Manifest:
     media_type = _media_type(document, content_type)
     if not _is_int(document.get("schemaVersion"), 2, 2):
         raise ManifestInvalid("schemaVersion must be 2")
