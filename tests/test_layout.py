@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from twistreg import layout
@@ -231,3 +233,46 @@ def test_referrer_entries():
     assert referrer_of_entry(entry) == str(referrer)
     for other in ("sha256", "-abc", "sha256-", "link"):
         assert referrer_of_entry(other) is None, other
+
+
+def test_upload_session_keys():
+    from twistreg.layout import (
+        is_upload_id,
+        upload_chunk_key,
+        upload_chunk_name,
+        upload_chunk_started,
+        upload_chunks_key,
+        upload_state_key,
+    )
+
+    upload_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert is_upload_id(upload_id)
+    assert all(is_upload_id(str(uuid.uuid4())) for _ in range(100))
+    session = f"twistreg/v2/uploads/{upload_id}"
+    assert upload_state_key(upload_id) == f"{session}/state"
+    name = upload_chunk_name(1700000000.1234, "ab" * 16)
+    assert name == f"1700000000123-{'ab' * 16}"
+    assert upload_chunk_started(name) == 1700000000.123
+    assert upload_chunk_key(upload_id, name) == f"{session}/chunks/{name}"
+    assert upload_chunk_key(upload_id, name).startswith(upload_chunks_key(upload_id) + "/")
+    for other in (".tmp-1-ab-x", "state", "1-ab", f"-{'ab' * 16}", f"1-{'AB' * 16}"):
+        assert upload_chunk_started(other) is None, other
+        with pytest.raises(ValueError):
+            upload_chunk_key(upload_id, other)
+    with pytest.raises(ValueError):
+        upload_chunk_name(1.0, "../x")
+
+
+@pytest.mark.parametrize("text", [
+    "../x", "", "0f8fad5b-d9cb-469f-a165-70867728950e/..", "0F8FAD5B-D9CB-469F-A165-70867728950E",
+    "0f8fad5bd9cb469fa16570867728950e", "0f8fad5b-d9cb-169f-a165-70867728950e",
+    "0f8fad5b-d9cb-469f-a165-70867728950e\n", "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+])
+def test_only_registry_made_upload_ids_make_keys(text):
+    """What uuid.UUID() would accept but is not the canonical text is refused too."""
+    from twistreg.layout import is_upload_id, upload_chunks_key, upload_state_key
+
+    assert not is_upload_id(text)
+    for builder in (upload_state_key, upload_chunks_key):
+        with pytest.raises(ValueError):
+            builder(text)

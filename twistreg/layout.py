@@ -394,3 +394,56 @@ def referrer_of_entry(entry: str) -> str | None:
 def upload_key(upload_id: str) -> str:
     """The directory of one upload session (its id is a UUID the registry made)."""
     return f"{V2_UPLOADS}/{upload_id}"
+
+
+#: An upload session's id: a version 4 UUID in its canonical text, as the registry makes it.
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+#: A chunk's name: when it was begun (milliseconds since the epoch), and a random part.
+_CHUNK_NAME = re.compile(r"([0-9]{1,15})-[0-9a-f]{32}")
+
+
+def is_upload_id(text: str) -> bool:
+    """Whether a client's session id is one the registry could have made (and names a key)."""
+    return _UPLOAD_ID.fullmatch(text) is not None
+
+
+def _upload_directory(upload_id: str) -> str:
+    if not is_upload_id(upload_id):
+        raise ValueError(f"not an upload id: {upload_id!r}")
+    return upload_key(upload_id)
+
+
+def upload_state_key(upload_id: str) -> str:
+    """A session's state (JSON): its repository, start time and the chunks it holds."""
+    return f"{_upload_directory(upload_id)}/state"
+
+
+def upload_chunks_key(upload_id: str) -> str:
+    """The directory of a session's chunks, the ones its state records and any others."""
+    return f"{_upload_directory(upload_id)}/chunks"
+
+
+def upload_chunk_name(started: float, token: str) -> str:
+    """
+    The name of a chunk begun at C{started} (seconds since the epoch): the time is in the
+    name so that the chunks of a session whose state is lost still say how old they are.
+
+    @param token: 32 lowercase hex digits that make the name unique.
+    """
+    name = f"{int(started * 1000)}-{token}"
+    if _CHUNK_NAME.fullmatch(name) is None:
+        raise ValueError(f"not a chunk name: {name!r}")
+    return name
+
+
+def upload_chunk_started(name: str) -> float | None:
+    """When the chunk C{name} was begun; None for any other name (a write in flight)."""
+    match = _CHUNK_NAME.fullmatch(name)
+    return None if match is None else int(match.group(1)) / 1000
+
+
+def upload_chunk_key(upload_id: str, name: str) -> str:
+    """One chunk of a session (L{upload_chunk_name})."""
+    if upload_chunk_started(name) is None:
+        raise ValueError(f"not a chunk name: {name!r}")
+    return f"{upload_chunks_key(upload_id)}/{name}"
