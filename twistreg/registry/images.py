@@ -9,7 +9,7 @@ carrying the contract's messages, raised in each route's check order.
 from __future__ import annotations
 
 import json
-from typing import BinaryIO, Callable, Optional
+from typing import Callable, Optional
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
@@ -33,8 +33,6 @@ from twistreg.registry.auth import Authorizer, Token
 from twistreg.registry.completed import CompletedImages
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import (
-    ILocalFiles,
-    IRedirectable,
     IStorage,
     IWriter,
     KeyNotFound,
@@ -256,28 +254,6 @@ class Images:
             return await self._storage.size(image_layer_key(image_id))
         except KeyNotFound:
             return None
-
-    def layer_url(self, image_id: str) -> str | None:
-        """
-        R3 step 8: a URL the client can fetch the layer from itself, on a store that gives
-        such URLs (S3); None when layers are sent from here.
-        """
-        if not IRedirectable.providedBy(self._storage):
-            return None
-        return self._storage.redirect_url(image_layer_key(image_id))
-
-    async def local_layer(self, image_id: str) -> BinaryIO | None:
-        """The layer's own file, on a store that keeps files on this machine; else None."""
-        if not ILocalFiles.providedBy(self._storage):
-            return None
-        try:
-            return await self._storage.open_file(image_layer_key(image_id))
-        except KeyNotFound:
-            return None
-
-    def stream_layer(self, image_id: str, consumer, offset: int, length: int) -> defer.Deferred:
-        """Send C{length} bytes of the layer from C{offset} to C{consumer}."""
-        return self._storage.stream(image_layer_key(image_id), consumer, offset, length)
 
     # R4
     async def begin_layer_upload(self, image_id: str) -> LayerUpload:

@@ -67,8 +67,8 @@ def add_image_routes(v1: RouteTable) -> None:
         if size is None:
             raise Missing(_IMAGE_NOT_FOUND)
         call.found()
-        return await send_layer(call.request, images, settings, image_id, size, call.now(),
-                                call.header(b"Range"))
+        return await send_layer(call.request, registry.storage, settings, image_id, size,
+                                call.now(), call.header(b"Range"))
 
     @v1.route("/v1/images/<image_id>/layer", "PUT", Policy(
         Access.WRITE, upload=_open_layer_upload))
