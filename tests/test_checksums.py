@@ -7,7 +7,7 @@ import io
 import tarfile
 
 import pytest
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 
 from tests.test_layerfiles import COMPRESSORS, RICH_MEMBERS, make_sparse_tar, make_tar, member
 from tests.threads import HeldPool, InlineThreadsReactor, RealThreadsReactor
@@ -15,6 +15,7 @@ from twistreg.checksums import (
     BackgroundHasher,
     DigestHasher,
     PayloadHasher,
+    feed,
     payload_checksum,
     tarsum,
 )
@@ -286,3 +287,46 @@ def test_background_hasher_runs_any_hasher() -> None:
     while pool.held:
         pool.run_next()
     assert result.result == "sha512:" + hashlib.sha512(blob).hexdigest()
+
+
+class _Writer:
+    """A storage writer that asks for a pause after every write."""
+
+    def __init__(self) -> None:
+        self.taken: list[bytes] = []
+        self.waiting: Deferred[None] = Deferred()
+
+    def write(self, data: bytes) -> Deferred[None]:
+        self.taken.append(data)
+        return self.waiting
+
+
+def test_feed_waits_for_the_slower_of_hasher_and_writer() -> None:
+    pool = HeldPool()
+    hasher = BackgroundHasher(InlineThreadsReactor(pool), DigestHasher(), limit=2)
+    writer = _Writer()
+    both = feed(hasher, writer, b"abc")
+    assert writer.taken == [b"abc"] and both is not None
+    writer.waiting.callback(None)
+    assert not both.called
+    pool.run_next()
+    assert both.result is None
+
+
+def test_feed_without_a_writer_only_hashes() -> None:
+    hasher = BackgroundHasher(InlineThreadsReactor(), DigestHasher())
+    assert feed(hasher, None, b"abc") is None
+    expected = "sha256:" + hashlib.sha256(b"abc").hexdigest()
+    assert ensureDeferred(hasher.checksum()).result == expected
+
+
+def test_feed_fails_with_the_first_failure_itself() -> None:
+    """A storage failure while both wait is that failure, not a FirstError."""
+    pool = HeldPool()
+    hasher = BackgroundHasher(InlineThreadsReactor(pool), DigestHasher(), limit=2)
+    writer = _Writer()
+    both = feed(hasher, writer, b"abc")
+    writer.waiting.errback(OSError("disk gone"))
+    pool.run_next()
+    assert both.result.check(OSError)
+    both.addErrback(lambda _: None)

@@ -188,6 +188,36 @@ class BackgroundHasher:
             caught_up.callback(None)
 
 
+class Writer(Protocol):
+    """What L{feed} writes to: a storage writer (L{twistreg.storage.interface.IWriter})."""
+
+    def write(self, data: bytes) -> defer.Deferred[None] | None: ...
+
+
+def feed(hasher: BackgroundHasher, writer: Writer | None,
+         data: bytes) -> defer.Deferred[None] | None:
+    """
+    Give one piece of a body to its hasher and to the writer storing it (None when the
+    bytes are only hashed), so that both go at the pace of the slower.
+
+    @return: None when both took it, else a Deferred firing once both can take more; it
+        fails with the first failure as it is (a storage failure stays a 503, not the 500 of
+        a C{FirstError}).
+    """
+    waits = [hasher.update(data)]
+    if writer is not None:
+        waits.append(writer.write(data))
+    waiting = [wait for wait in waits if wait is not None]
+    if not waiting:
+        return None
+    if len(waiting) == 1:
+        return waiting[0]
+    return defer.gatherResults(waiting, consumeErrors=True).addCallbacks(
+        lambda _: None,
+        lambda failure: failure.value.subFailure if failure.check(defer.FirstError)
+        else failure)
+
+
 def payload_checksum(image_json: bytes, layer: bytes) -> str:
     """The payload checksum of a layer held in memory (tests and tools)."""
     hasher = PayloadHasher(image_json)

@@ -15,7 +15,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
-from twistreg.checksums import BackgroundHasher, PayloadHasher
+from twistreg.checksums import BackgroundHasher, PayloadHasher, feed
 from twistreg.errors import RegistryError
 from twistreg.layout import (
     image_ancestry_key,
@@ -84,15 +84,7 @@ class LayerUpload:
     def write(self, data: bytes) -> defer.Deferred | None:
         """Hash and store one piece of the body; a Deferred result asks for a pause."""
         self.size += len(data)
-        waits = [w for w in (self._hasher.update(data), self._writer.write(data)) if w]
-        if not waits:
-            return None
-        if len(waits) == 1:
-            return waits[0]
-        # The first failure as it is (a storage failure is a 503, not a FirstError's 500).
-        return defer.gatherResults(waits, consumeErrors=True).addErrback(
-            lambda failure: failure.value.subFailure if failure.check(defer.FirstError)
-            else failure)
+        return feed(self._hasher, self._writer, data)
 
     async def commit(self) -> None:
         """Publish the layer, then its C{_checksum}; what did not get published is dropped."""
