@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from twistreg.errors import RegistryError
 
-class OCIError(Exception):
+
+class OCIError(RegistryError):
     """
     A V2 request failed; the route answers C{status} with L{error_body} and C{headers}.
+
+    A L{RegistryError}, so that what answers a registry error before routing (a body
+    refused as it starts) answers this one too, in the V2 form.
 
     @param status: the HTTP status code.
     @param code: one of the spec's error codes (C{BLOB_UNKNOWN}, ...).
@@ -29,12 +34,9 @@ class OCIError(Exception):
         detail: Any = None,
         headers: dict[str, str] | None = None,
     ):
-        super().__init__(status, code, message)
-        self.status = status
+        super().__init__(status, message, headers)
         self.code = code
-        self.message = message
         self.detail = detail
-        self.headers = dict(headers or {})
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"

@@ -17,9 +17,10 @@ from __future__ import annotations
 import io
 import re
 from inspect import signature
-from typing import IO, Callable
+from typing import IO, Any, Callable
 from urllib.parse import unquote_to_bytes
 
+import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -31,7 +32,7 @@ from twisted.web.iweb import IRequest
 from twistreg.compat import request_line
 from twistreg.errors import RegistryError
 from twistreg.registry.images import LayerUpload
-from twistreg.web.responses import json_body, raw_json_answer
+from twistreg.web.responses import JSON_HEADERS, json_body, raw_answer, render_json
 
 log = Logger()
 
@@ -82,24 +83,46 @@ def valid_host(request: IRequest) -> bool:
 
 class CappedBody(io.BytesIO):
     """
-    An in-memory body of at most L{BODY_LIMIT} bytes; past it, C{overflow} is called once
-    and nothing more is kept.
+    An in-memory body of at most C{limit} bytes; past it, C{overflow} is called once and
+    nothing more is kept.
     """
 
-    def __init__(self, overflow: Callable[[], None]) -> None:
+    def __init__(self, overflow: Callable[[], None], limit: int = BODY_LIMIT) -> None:
         super().__init__()
         self._overflow: Callable[[], None] | None = overflow
+        self._limit = limit
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
         if self._overflow is None:
             return len(data)
-        if self.tell() + len(data) > BODY_LIMIT:
+        if self.tell() + len(data) > self._limit:
             overflow, self._overflow = self._overflow, None
             self.seek(0)
             self.truncate()
             overflow()
             return len(data)
         return super().write(data)
+
+
+@attrs.frozen
+class EarlyAnswers:
+    """
+    How one protocol answers a request before routing: the size of the bodies it buffers,
+    and its errors as headers and body (V1's C{{"error": ...}}, V2's C{{"errors": [...]}}).
+    """
+
+    body_limit: int
+    too_large: Callable[[], RegistryError]
+    unexpected: Callable[[], RegistryError]
+    render: Callable[[RegistryError], tuple[dict[str, str], bytes]]
+
+
+V1_EARLY_ANSWERS = EarlyAnswers(
+    BODY_LIMIT,
+    lambda: RegistryError(413, "Request body too large"),
+    lambda: RegistryError(500, "Internal server error"),
+    lambda error: ({**JSON_HEADERS, **error.headers}, render_json({"error": error.message})),
+)
 
 
 class _Discarded:
@@ -204,8 +227,9 @@ class UploadBody:
             return
         self._feed(data)
 
-    async def commit(self) -> None:
-        """The body is complete: publish the layer, or raise why it cannot be."""
+    async def commit(self) -> Any:
+        """The body is complete: publish it, or raise why it cannot be; what the sink's
+        commit gives (a V2 chunk: the session's new size)."""
         if self._upload is None and self._failure is None:
             self._waiting.append(defer.Deferred())
             await self._waiting[-1]
@@ -213,7 +237,7 @@ class UploadBody:
             self._failure.raiseException()
         assert self._upload is not None
         self._done = True
-        await self._upload.commit()
+        return await self._upload.commit()
 
     def close(self) -> None:
         """The request is over; anything not committed is thrown away."""
@@ -233,10 +257,11 @@ class UploadBody:
         return b""
 
 
-async def store_buffered_layer(upload: LayerUpload, body: IO[bytes]) -> None:
+async def store_buffered(sink: Any, body: IO[bytes]) -> Any:
     """
-    Copy a layer body that twisted.web buffered whole into C{upload}, then commit it: the
-    way in when the Site is not twistreg's (an embedding application's own tree).
+    Copy a body that twisted.web buffered whole into C{sink} (a layer or blob upload),
+    then commit it and return what the commit gives: the way in when the Site is not
+    twistreg's (an embedding application's own tree).
     """
     try:
         body.seek(0)
@@ -244,13 +269,13 @@ async def store_buffered_layer(upload: LayerUpload, body: IO[bytes]) -> None:
             data = body.read(UPLOAD_READ_SIZE)
             if not data:
                 break
-            waiting = upload.write(data)
+            waiting = sink.write(data)
             if waiting is not None:
                 await waiting
     except BaseException:
-        upload.abort()
+        sink.abort()
         raise
-    await upload.commit()
+    return await sink.commit()
 
 
 #: Twisted 24.7 and later let a request leave POST form bodies alone.
@@ -291,11 +316,14 @@ class RegistryRequest(server.Request):
         self._answered = False
         self._lingering: IDelayedCall | None = None
         self._connection_lost = False
+        self._answers = V1_EARLY_ANSWERS
 
     def gotLength(self, length: int | None) -> None:
         site = self.channel.site
         method, target, _ = request_line(self.channel)
         target = origin_form(target or b"/")[0]
+        answers_for = getattr(site, "early_answers", None)
+        self._answers = V1_EARLY_ANSWERS if answers_for is None else answers_for(target)
         prefix: tuple[bytes, ...] | None = getattr(site, "wsgi_prefix", None)
         if prefix is not None and tuple(path_segments(target)[: len(prefix)]) == prefix:
             # The hosted WSGI application's body: spooled by twisted.web, of any size.
@@ -313,11 +341,12 @@ class RegistryRequest(server.Request):
             transport.bufferSize = max(getattr(transport, "bufferSize", 0), UPLOAD_READ_SIZE)
             self.content = UploadBody(opening, transport.pauseProducing,
                                       transport.resumeProducing, self._refuse)
-        elif length is not None and length > BODY_LIMIT:
-            self._answer_early(RegistryError(413, "Request body too large"))
         else:
-            self.content = CappedBody(
-                lambda: self._answer_early(RegistryError(413, "Request body too large")))
+            limit, too_large = self._answers.body_limit, self._answers.too_large
+            if length is not None and length > limit:
+                self._answer_early(too_large())
+            else:
+                self.content = CappedBody(lambda: self._answer_early(too_large()), limit)
 
     def _refuse(self, failure: Failure) -> bool:
         """
@@ -331,7 +360,7 @@ class RegistryRequest(server.Request):
             error = failure.value
         else:
             log.failure("opening an upload failed", failure)
-            error = RegistryError(500, "Internal server error")
+            error = self._answers.unexpected()
         self._answer_early(error)
         return True
 
@@ -356,8 +385,8 @@ class RegistryRequest(server.Request):
         self.method, path, self.clientproto = request_line(channel)
         self.uri = path or b"/"
         self.code = error.status
-        answer = raw_json_answer(error.status, error.message, error.headers,
-                                 with_body=self.method != b"HEAD")
+        headers, body = self._answers.render(error)
+        answer = raw_answer(error.status, headers, body, with_body=self.method != b"HEAD")
         self.sentLength = len(answer) - answer.index(b"\r\n\r\n") - 4
         channel.transport.write(answer)
         channel.transport.resumeProducing()

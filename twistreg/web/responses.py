@@ -50,10 +50,15 @@ def raw_json_answer(status: int, message: str, headers: dict[str, str],
     A whole C{{"error": message}} answer as bytes, for the moments before a Request can
     answer (the body not read yet, the request unparsable); the connection closes after it.
     """
-    body = render_json({"error": message})
+    return raw_answer(status, {**JSON_HEADERS, **headers}, render_json({"error": message}),
+                      with_body)
+
+
+def raw_answer(status: int, headers: dict[str, str], body: bytes, with_body: bool = True
+               ) -> bytes:
+    """A whole answer as bytes, with its C{Content-Length} and C{Connection: close}."""
     lines = [b"HTTP/1.1 %d %s" % (status, RESPONSES.get(status, b"Error"))]
-    fields = {**JSON_HEADERS, "Content-Length": str(len(body)), "Connection": "close",
-              **headers}
+    fields = {**headers, "Content-Length": str(len(body)), "Connection": "close"}
     lines += [f"{name}: {value}".encode("latin-1") for name, value in fields.items()]
     return b"\r\n".join(lines) + b"\r\n\r\n" + (body if with_body else b"")
 

@@ -10,7 +10,7 @@ from twistreg.registry.auth import Access
 from twistreg.registry.images import LayerUpload
 from twistreg.registry.mirror import Mirror
 from twistreg.web import responses
-from twistreg.web.body import UploadBody, store_buffered_layer
+from twistreg.web.body import UploadBody, store_buffered
 from twistreg.web.layers import relay_layer, send_layer
 from twistreg.web.v1.routes import (
     MirrorFallback,
@@ -78,7 +78,7 @@ def add_image_routes(v1: RouteTable) -> None:
             await body.commit()
         else:
             # A Site without twistreg's request factory buffered the body.
-            await store_buffered_layer(await _open_layer_upload(call, image_id), body)
+            await store_buffered(await _open_layer_upload(call, image_id), body)
         return responses.json_body(call.request, True)
 
     @v1.route("/v1/images/<image_id>/checksum", "PUT", Policy(Access.WRITE))
