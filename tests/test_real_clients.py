@@ -40,8 +40,12 @@ def pushed(request, tmp_path_factory):
 
 def test_pypi_client(pushed):
     client_module = pytest.importorskip("docker_registry_client")
-    client = client_module.DockerRegistryClient(f"http://127.0.0.1:{pushed.port}")
-    assert client.api_version == 1  # chosen because /v2/ is 404
+    # Left to itself, the client would take V2: /v2/ answers beside V1.
+    assert client_module.DockerRegistryClient(
+        f"http://127.0.0.1:{pushed.port}").api_version == 2
+    client = client_module.DockerRegistryClient(f"http://127.0.0.1:{pushed.port}",
+                                                api_version=1)
+    assert client.api_version == 1
     assert client.namespaces() == ["foo"]
     base = client._base_client
     assert base.get_repository_tags("foo", "bar") == {"latest": CHILD}

@@ -173,10 +173,12 @@ def test_disable_token_auth_opens_registry_routes(tmp_path):
         running.stop()
 
 
-def test_v2_is_not_found(registry):
+def test_v2_asks_for_credentials_it_cannot_check(registry):
+    """Behind an index, V2 clients get no token: every V2 route is the spec's 401."""
     for path in ("/v2/", "/v2/foo/bar/manifests/latest"):
-        r = registry.request("GET", path)
-        assert (r.status, r.json()) == (404, {"error": "Not found"})
+        r = registry.request("GET", path, headers=token("good"))
+        assert r.status == 401
+        assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
 
 
 @pytest.mark.parametrize(

@@ -203,6 +203,8 @@ class Settings:
     @ivar cache_lru: the Redis small-object cache in front of storage, or C{None}.
     @ivar raw: the whole selected flavor after C{_env:} expansion (the built-in defaults when no
         file was found).
+    @ivar v2: whether the V2 API (C{/v2/}) is served.
+    @ivar v2_upload_max_age: seconds after which an unfinished V2 upload session is removed.
     """
 
     flavor: str
@@ -230,6 +232,8 @@ class Settings:
     cache_lru: RedisSettings | None
     server: ServerSettings
     raw: Mapping[str, Any]
+    v2: bool = True
+    v2_upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE
 
 
 _SERVER_OVERRIDES = frozenset(f"server.{field.name}" for field in attrs.fields(ServerSettings))
@@ -558,6 +562,9 @@ def _build(
         cache_lru=_redis(raw, "cache_lru"),
         server=_server(_section(raw, "server"), given),
         raw=_freeze(raw),
+        v2=raw.get("v2") is None or bool(raw.get("v2")),
+        v2_upload_max_age=_seconds_or("config key v2_upload_max_age",
+                                      raw.get("v2_upload_max_age"), DEFAULT_UPLOAD_MAX_AGE),
     )
 
 

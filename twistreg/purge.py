@@ -5,7 +5,8 @@ C{python -m twistreg purge-uploads}: remove what writers that died left behind.
 Servers do this at start and every hour; the command is for a cluster where all nodes were
 lost at once, or for a cron job. Uploads still being written are never touched: temporary
 files of live processes (local storage), multipart uploads younger than
-C{s3_upload_max_age} (S3, a day by default).
+C{s3_upload_max_age} (S3, a day by default), V2 upload sessions younger than
+C{v2_upload_max_age} (a day by default).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 
 from twistreg.commands import add_storage_command, fail, open_existing_storage
 from twistreg.config import ConfigError
+from twistreg.oci.uploads import Uploads
 from twistreg.storage.interface import IStaleUploads, StorageUnavailable
 
 
@@ -23,21 +25,23 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         commands, "purge-uploads", _purge,
         help="remove unfinished uploads of writers that died",
         description="Remove the temporary files (local storage) or abort the multipart"
-        " uploads older than s3_upload_max_age (S3) that crashed writers left behind."
-        " Safe while servers run.",
+        " uploads older than s3_upload_max_age (S3) that crashed writers left behind, and"
+        " the V2 upload sessions older than v2_upload_max_age. Safe while servers run.",
     )
 
 
 async def _purge(reactor, options: argparse.Namespace) -> None:
     try:
-        _, storage = open_existing_storage(options, reactor)
+        settings, storage = open_existing_storage(options, reactor)
     except ConfigError as error:
         fail("purge-uploads", str(error))
     count = 0
-    if IStaleUploads.providedBy(storage):
-        try:
+    try:
+        if IStaleUploads.providedBy(storage):
             count = await storage.purge_stale_uploads()
-        except (OSError, StorageUnavailable) as error:
-            fail("purge-uploads", f"{storage.name} storage: {error}")
+        if settings.v2:
+            count += await Uploads(storage, reactor).purge_stale(settings.v2_upload_max_age)
+    except (OSError, StorageUnavailable) as error:
+        fail("purge-uploads", f"{storage.name} storage: {error}")
     noun = "upload" if count == 1 else "uploads"
     print(f"removed {count} stale {noun} from {storage.name} storage")

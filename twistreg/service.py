@@ -28,6 +28,8 @@ from twistreg.config import (
     load_settings,
     require_supported_storage,
 )
+from twistreg.oci.repositories import Repositories
+from twistreg.oci.uploads import Uploads
 from twistreg.rediscache import RedisClient, namespace
 from twistreg.registry.auth import Authorizer, IndexClient
 from twistreg.registry.images import Images
@@ -89,6 +91,8 @@ def build_registry(settings: Settings, reactor) -> Registry:
         clock=reactor,
         mirror=mirror,
         search=search,
+        repositories=Repositories(storage) if settings.v2 else None,
+        uploads=Uploads(storage, reactor) if settings.v2 else None,
     )
 
 
@@ -241,7 +245,7 @@ def start_registry(
     @return: the hourly purge; stop it when the registry stops.
     """
     start_search(registry.search, registry.storage, reactor, on_fatal)
-    return purge_uploads_hourly(reactor, registry.storage)
+    return purge_uploads_hourly(reactor, registry.storage, registry.settings)
 
 
 def start_search(
@@ -272,22 +276,29 @@ def start_search(
     defer.ensureDeferred(open_and_fill()).addErrback(failed)
 
 
-def purge_uploads_hourly(reactor, storage: IStorage) -> task.LoopingCall:
+def purge_uploads_hourly(reactor, storage: IStorage, settings: Settings) -> task.LoopingCall:
     """
-    Remove what uploads of dead writers left (storage that has any), now and every hour: a
-    node of a cluster may die mid-push at any time, and its S3 multipart upload stays.
+    Remove what uploads of dead writers left (storage that has any), and V2 upload sessions
+    older than C{v2_upload_max_age}, now and every hour: a node of a cluster may die
+    mid-push at any time, its S3 multipart upload stays, and a client may never finish.
 
     @return: the running job; stop it when the registry stops.
     """
+    sessions = Uploads(storage, reactor) if settings.v2 else None
 
-    def purge() -> defer.Deferred[None] | None:
-        if not IStaleUploads.providedBy(storage):
-            return None
-        return storage.purge_stale_uploads().addCallbacks(
-            lambda count: count and log.info("removed {count} stale uploads", count=count),
-            lambda failure: log.warn("purging stale uploads failed: {why}",
-                                     why=failure.getErrorMessage()),
-        )
+    def failed(failure: Failure) -> None:
+        log.warn("purging stale uploads failed: {why}", why=failure.getErrorMessage())
+
+    def purge() -> defer.Deferred | None:
+        work = []
+        if IStaleUploads.providedBy(storage):
+            work.append(storage.purge_stale_uploads().addCallbacks(
+                lambda count: count and log.info("removed {count} stale uploads", count=count),
+                failed))
+        if sessions is not None:
+            work.append(defer.ensureDeferred(
+                sessions.purge_stale(settings.v2_upload_max_age)).addErrback(failed))
+        return defer.gatherResults(work) if work else None
 
     job = task.LoopingCall(purge)
     job.clock = reactor
@@ -467,7 +478,7 @@ class PreforkRegistryService(PreforkService):
             return
         # Once, here: workers come and go, and a purge in each would race with the others.
         storage = open_storage(self.settings, self._reactor)
-        self._janitor = purge_uploads_hourly(self._reactor, storage)
+        self._janitor = purge_uploads_hourly(self._reactor, storage, self.settings)
         start_search(self._search, storage, self._reactor, self._fatal)
 
     def stopService(self) -> defer.Deferred[None]:

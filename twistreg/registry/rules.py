@@ -9,6 +9,8 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from twistreg.config import Settings
+from twistreg.oci.repositories import Repositories
+from twistreg.oci.uploads import Uploads
 from twistreg.registry.auth import Authorizer
 from twistreg.registry.images import Images
 from twistreg.registry.index import Index
@@ -25,6 +27,8 @@ class Registry:
 
     @ivar mirror: the upstream registry, in mirror mode.
     @ivar search: the search index, when search is on.
+    @ivar repositories: the V2 repositories, when the V2 API is on.
+    @ivar uploads: the V2 upload sessions, when the V2 API is on.
     """
 
     settings: Settings
@@ -36,3 +40,5 @@ class Registry:
     clock: IReactorTime
     mirror: Mirror | None = None
     search: SearchIndex | None = None
+    repositories: Repositories | None = None
+    uploads: Uploads | None = None

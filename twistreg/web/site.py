@@ -14,21 +14,75 @@ from twisted.internet import defer
 from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from zope.interface import implementer
 
 from twistreg.compat import BadRequestChannel
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
-from twistreg.web.body import RegistryRequest
+from twistreg.web.body import (
+    V1_EARLY_ANSWERS,
+    EarlyAnswers,
+    RegistryRequest,
+    path_segments,
+)
 from twistreg.web.capacity import LINGERING, Overloaded, connection_capacity
 from twistreg.web.dispatch import RoutedResource
+from twistreg.web.routing import PolicyRoutes
 from twistreg.web.v1 import build_routes
-from twistreg.web.v1.errors import render_error
+from twistreg.web.v1.errors import render_error as render_v1_error
+from twistreg.web.v2 import build_v2_routes
+from twistreg.web.v2.errors import V2_EARLY_ANSWERS
+from twistreg.web.v2.errors import render_error as render_v2_error
 from twistreg.web.wsgi import PrefixMount, WSGIContainer, mount_prefix
 
 
-def registry_resource(registry: Registry) -> RoutedResource:
+@implementer(IResource)
+class RegistryResource:
+    """
+    The registry as one leaf resource: C{/v2} and below go to the V2 routes when they are
+    on, everything else to the V1 routes; each protocol answers its own errors.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: Registry) -> None:
+        self.v1 = RoutedResource(build_routes(registry), render_v1_error)
+        self.v2 = (RoutedResource(build_v2_routes(registry), render_v2_error)
+                   if registry.settings.v2 else None)
+
+    def _for_path(self, segments: list[bytes]) -> RoutedResource:
+        if self.v2 is not None and segments[:1] == [b"v2"]:
+            return self.v2
+        return self.v1
+
+    def render(self, request: IRequest) -> object:
+        return self._for_path(request.postpath).render(request)
+
+    def routes_for(self, target: bytes) -> PolicyRoutes:
+        """The route table that a request target (path and query, as received) goes to."""
+        return self._for_path(path_segments(target)).routes
+
+    def early_answers(self, target: bytes) -> EarlyAnswers:
+        """How the protocol of a request target answers before routing."""
+        return V2_EARLY_ANSWERS if self.routes_for(target) is not self.v1.routes else (
+            V1_EARLY_ANSWERS)
+
+    @property
+    def upload_methods(self) -> frozenset[bytes]:
+        """The methods of the routes whose body streams into storage, in either protocol."""
+        methods = self.v1.routes.upload_methods
+        return methods if self.v2 is None else methods | self.v2.routes.upload_methods
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        raise RuntimeError("the registry answers every path below it")
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise RuntimeError("the registry answers every path below it")
+
+
+def registry_resource(registry: Registry) -> RegistryResource:
     """The registry as an C{IResource}, for a Site or another application's tree."""
-    return RoutedResource(build_routes(registry), render_error)
+    return RegistryResource(registry)
 
 
 class RegistryChannel(BadRequestChannel):
@@ -76,7 +130,7 @@ class RegistrySite(server.Site):
         **kwargs,
     ) -> None:
         self.registry = registry
-        self.routes: RoutedResource | None = None
+        self.routes: RegistryResource | None = None
         self.wsgi = wsgi
         self.wsgi_prefix = None if wsgi is None else mount_prefix(wsgi_mount)
         super().__init__(self._root(), requestFactory=TimedRequest, **kwargs)
@@ -119,7 +173,13 @@ class RegistrySite(server.Site):
     @property
     def upload_methods(self) -> frozenset[bytes]:
         """The methods of the routes whose body streams into storage (see L{open_upload})."""
-        return frozenset() if self.routes is None else self.routes.routes.upload_methods
+        return frozenset() if self.routes is None else self.routes.upload_methods
+
+    def early_answers(self, target: bytes) -> EarlyAnswers:
+        """How a request to C{target} is answered before routing (its protocol's way)."""
+        if self.routes is None:
+            return V1_EARLY_ANSWERS
+        return self.routes.early_answers(target)
 
     def open_upload(self, request: IRequest, method: bytes, target: bytes,
                     authorization: str | None) -> defer.Deferred | None:
@@ -130,7 +190,8 @@ class RegistrySite(server.Site):
         @param target: the request's path and query, as received.
         """
         assert self.routes is not None
-        return self.routes.routes.open_upload(request, method, target, authorization)
+        return self.routes.routes_for(target).open_upload(request, method, target,
+                                                          authorization)
 
     def log(self, request: TimedRequest) -> None:
         if self._access_log is None:
