@@ -143,7 +143,8 @@ class _Discarded:
 
 class UploadBody:
     """
-    A layer body streaming into a L{LayerUpload}.
+    A body streaming into a sink: a V1 L{LayerUpload}, a V2 blob or chunk (anything with
+    C{write}, C{commit} and C{abort}).
 
     The sink is opened (authorization, the route's checks, then a storage writer) while the
     body starts to arrive; bytes that come before it is ready are held and the connection
