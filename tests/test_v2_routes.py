@@ -286,3 +286,15 @@ def test_v2_can_be_turned_off(tmp_path):
         assert "Docker-Distribution-API-Version" not in answer.headers
     finally:
         running.close()
+
+
+def test_a_manifest_read_once_is_kept_but_its_repository_is_asked_every_time(registry):
+    manifest, digest = push_image(registry)
+    assert registry.request("GET", f"/v2/{NAME}/manifests/latest").body == manifest
+    hex_digest = digest.split(":")[1]
+    (registry.storage / "docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest
+     / "data").unlink()
+    assert registry.request("GET", f"/v2/{NAME}/manifests/{digest}").body == manifest
+    assert registry.request("GET", f"/v2/other/manifests/{digest}").status == 404
+    assert registry.request("DELETE", f"/v2/{NAME}/manifests/{digest}").status == 202
+    assert registry.request("GET", f"/v2/{NAME}/manifests/{digest}").status == 404

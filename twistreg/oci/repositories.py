@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from twistreg import layout
+from twistreg.lru import BoundedLRU
 from twistreg.oci.errors import (
     BlobUnknown,
     DigestInvalid,
@@ -92,6 +93,10 @@ def _is_referrer(descriptor: Any, digest: Digest) -> bool:
     )
 
 
+#: Bytes of manifests kept per process (most are a few KiB).
+MANIFESTS_BUDGET = 4 << 20
+
+
 class Repositories:
     """
     The rules of V2 repositories over one storage. Names, tags and digests reaching these
@@ -101,6 +106,9 @@ class Repositories:
 
     def __init__(self, storage: IStorage) -> None:
         self._storage = storage
+        #: Manifests by digest, bytes and parse: what a digest names never changes (whether
+        #: a repository has it is asked of storage every time).
+        self._manifests = BoundedLRU(MANIFESTS_BUDGET)
 
     # Links: a file holding a digest, the Go registry's way of saying "this repository has it".
 
@@ -243,6 +251,9 @@ class Repositories:
         """A manifest of C{name} and its parse; None when it is missing or cannot be served."""
         if not await self._links(layout.revision_link_key(name, digest), digest):
             return None
+        kept = self._manifests.get(digest)
+        if kept is not None:
+            return kept
         try:
             body = await self._storage.get_content(layout.blob_data_key(digest))
         except KeyNotFound:
@@ -260,6 +271,7 @@ class Repositories:
             log.warn("stored manifest {digest} of {name} has other bytes",
                      digest=str(digest), name=name)
             return None
+        self._manifests.keep(digest, (body, manifest), len(body))
         return body, manifest
 
     async def get_manifest(

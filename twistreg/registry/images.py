@@ -28,9 +28,9 @@ from twistreg.layout import (
     is_image_id,
     require_image_id,
 )
+from twistreg.lru import BoundedLRU
 from twistreg.registry import layerfiles
 from twistreg.registry.auth import Authorizer, Token
-from twistreg.registry.completed import CompletedImages
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import (
     IStorage,
@@ -62,6 +62,15 @@ def parse_checksums(stored: bytes) -> list[str]:
     if isinstance(value, list):
         return [str(v) for v in value]
     return [str(value)]
+
+
+#: Bytes of complete images' json, checksums and ancestry kept per process: once an image's
+#: in-progress marker is gone, they cannot be written again (R5, R8 and the checksum PUT
+#: answer 409), and once its layer is there too, the layer cannot be replaced.
+COMPLETED_BUDGET = 2 << 20
+#: Seconds such a value is served before it is read again, so that an image removed from
+#: storage by hand or by a collector stops being served soon after.
+COMPLETED_MAX_AGE = 60.0
 
 
 class LayerUpload:
@@ -119,7 +128,7 @@ class Images:
     step, and say whether the resource exists, so that the caller can ask a mirror first.
 
     @param reactor: runs tar parsing off the reactor thread, and ages what is kept of
-        complete images (L{CompletedImages}).
+        complete images.
     @param auth: the private-repository and parent checks (§5.4), and R8's image list.
     @param json_hooks: R8's extension hooks, in order.
     """
@@ -137,7 +146,7 @@ class Images:
         self._json_hooks = json_hooks
         #: ("json", id): the json, layer size and checksums of a complete image;
         #: ("ancestry", id): the ancestry of an image no longer in progress.
-        self._completed = CompletedImages(reactor)
+        self._completed = BoundedLRU(COMPLETED_BUDGET, COMPLETED_MAX_AGE, reactor)
 
     def _known_complete(self, image_id: str) -> bool:
         return (self._completed.get(("json", image_id)) is not None

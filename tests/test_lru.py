@@ -1,18 +1,20 @@
-"""What is kept in memory of complete images (twistreg.registry.completed) and its use."""
+"""Values kept in memory within a budget (twistreg.lru), and what V1 keeps of complete images."""
 
 from __future__ import annotations
 
 import json
 import os
 
+import pytest
 from twisted.internet.task import Clock
 
 from tests.test_images import BASE, CHILD, ImagesTestCase, make_layer
-from twistreg.registry.completed import MAX_AGE, CompletedImages
+from twistreg.lru import BoundedLRU
+from twistreg.registry.images import COMPLETED_MAX_AGE as MAX_AGE
 
 
 def test_values_past_the_budget_push_out_the_least_recently_used():
-    kept = CompletedImages(Clock(), budget=100)
+    kept = BoundedLRU(100)
     kept.keep("a", "A", 40)
     kept.keep("b", "B", 40)
     assert kept.get("a") == "A"  # "b" is now the least recently used
@@ -21,14 +23,14 @@ def test_values_past_the_budget_push_out_the_least_recently_used():
 
 
 def test_a_value_larger_than_the_budget_is_not_kept():
-    kept = CompletedImages(Clock(), budget=100)
+    kept = BoundedLRU(100)
     kept.keep("a", "A", 60)
     kept.keep("big", "B", 101)
     assert (kept.get("a"), kept.get("big")) == ("A", None)
 
 
 def test_keeping_a_key_again_replaces_its_value_and_size():
-    kept = CompletedImages(Clock(), budget=100)
+    kept = BoundedLRU(100)
     kept.keep("a", "A", 90)
     kept.keep("a", "A2", 10)
     kept.keep("b", "B", 90)
@@ -37,7 +39,7 @@ def test_keeping_a_key_again_replaces_its_value_and_size():
 
 def test_values_are_read_again_after_their_age():
     clock = Clock()
-    kept = CompletedImages(clock, budget=100, max_age=60)
+    kept = BoundedLRU(100, max_age=60, clock=clock)
     kept.keep("a", "A", 10)
     clock.advance(59)
     assert kept.get("a") == "A"
@@ -82,3 +84,11 @@ class CompletedImagesTests(ImagesTestCase):
         self.remove(f"images/{CHILD}/ancestry")
         self.assertTrue(self.done(self.images.check_ancestry(CHILD)))
         self.assertEqual(self.done(self.images.get_ancestry(CHILD)), [CHILD, BASE])
+
+
+def test_without_an_age_limit_values_stay_while_they_fit():
+    kept = BoundedLRU(100)
+    kept.keep("a", "A", 10)
+    assert kept.get("a") == "A"
+    with pytest.raises(ValueError):
+        BoundedLRU(100, max_age=1)
