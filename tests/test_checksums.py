@@ -1,10 +1,18 @@
-"""Tests for L{twistreg.checksums}: the payload checksum and tarsum v0 (contract §8)."""
+"""
+Tests for L{twistreg.checksums}: the payload checksum and tarsum v0 (contract §8), and the
+facts of a layer that the V1 ⇄ V2 bridge needs.
+"""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
+import json
+import lzma
 import tarfile
+import tracemalloc
 
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -12,8 +20,13 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from tests.test_layerfiles import COMPRESSORS, RICH_MEMBERS, make_sparse_tar, make_tar, member
 from tests.threads import HeldPool, InlineThreadsReactor, RealThreadsReactor
 from twistreg.checksums import (
+    GZIP_LAYER,
+    TAR_LAYER,
     BackgroundHasher,
     DigestHasher,
+    LayerFacts,
+    LayerFactsHasher,
+    LayerHasher,
     PayloadHasher,
     feed,
     payload_checksum,
@@ -330,3 +343,153 @@ def test_feed_fails_with_the_first_failure_itself() -> None:
     pool.run_next()
     assert both.result.check(OSError)
     both.addErrback(lambda _: None)
+
+
+# -- the facts of a layer, for the V1 ⇄ V2 bridge ---------------------------------------------
+
+FILE_TAR = make_tar(member("etc/hello", data=b"hello world\n", mtime=1400000000))
+EMPTY_TAR = make_tar()
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def facts_of(layer: bytes, piece: int = 1000) -> LayerFacts:
+    hasher = LayerFactsHasher()
+    for start in range(0, len(layer), piece):
+        hasher.update(layer[start : start + piece])
+    return hasher.facts()
+
+
+@pytest.mark.parametrize(
+    ("layer", "tar", "compression", "media_type"),
+    [
+        (gzip.compress(FILE_TAR, mtime=0), FILE_TAR, "gzip", GZIP_LAYER),
+        (FILE_TAR, FILE_TAR, "none", TAR_LAYER),
+        # A gzip file made of several members, as pigz or cat of gzip files makes them.
+        (gzip.compress(FILE_TAR[:700]) + gzip.compress(FILE_TAR[700:]), FILE_TAR, "gzip",
+         GZIP_LAYER),
+    ],
+    ids=["gzip", "plain", "gzip-members"],
+)
+def test_layer_facts(layer: bytes, tar: bytes, compression: str, media_type: str) -> None:
+    """The digest of the bytes as stored, the diff id of the tar inside."""
+    assert facts_of(layer) == LayerFacts(
+        digest=sha256(layer), size=len(layer), compression=compression, diff_id=sha256(tar),
+        media_type=media_type, empty=False, problem=None)
+
+
+@pytest.mark.parametrize(
+    ("layer", "compression", "tar"),
+    [(b"", "none", b""), (EMPTY_TAR, "none", EMPTY_TAR), (bytes(1024), "none", bytes(1024)),
+     (gzip.compress(EMPTY_TAR), "gzip", EMPTY_TAR), (gzip.compress(b""), "gzip", b"")],
+    ids=["zero-bytes", "empty-tar", "two-zero-blocks", "gzip-empty-tar", "gzip-of-nothing"],
+)
+def test_empty_layers(layer: bytes, compression: str, tar: bytes) -> None:
+    """No member: an empty layer, whatever wraps its zero blocks."""
+    facts = facts_of(layer)
+    assert (facts.empty, facts.bridgeable, facts.compression) == (True, True, compression)
+    assert (facts.digest, facts.diff_id) == (sha256(layer), sha256(tar))
+
+
+def test_a_member_of_zeros_is_no_empty_layer() -> None:
+    """A file full of zeros is a member: its header is not zero."""
+    assert not facts_of(make_tar(member("zeros", data=bytes(4096)))).empty
+
+
+GZIPPED = gzip.compress(FILE_TAR, mtime=0)
+CORRUPT = GZIPPED[:12] + bytes(60) + GZIPPED[72:]
+
+
+@pytest.mark.parametrize(
+    ("layer", "compression", "problem"),
+    [
+        (bz2.compress(FILE_TAR), "bzip2", "bzip2 layers have no media type V2 clients pull"),
+        (lzma.compress(FILE_TAR), "xz", "xz layers have no media type V2 clients pull"),
+        (GZIPPED[:-9], "gzip", "truncated gzip stream"),
+        (GZIPPED[:2], "gzip", "truncated gzip stream"),
+        # zlib's own message follows, in words that change with its version.
+        (CORRUPT, "gzip", "corrupt gzip stream (Error -3 "),
+        (GZIPPED + b"junk", "gzip", "corrupt gzip stream (Error -3 "),
+        (b"some layer bytes", "none", "not a tar archive"),
+        (b"x" * 4096, "none", "not a tar archive"),
+        (bytes(512) + FILE_TAR, "none", "not a tar archive"),
+        (gzip.compress(b"not a tar " * 100), "gzip", "not a tar archive"),
+    ],
+    ids=["bzip2", "xz", "truncated", "header-only", "corrupt", "trailing", "short", "junk",
+         "after-the-end", "gzip-of-junk"],
+)
+def test_layers_that_cannot_be_bridged(layer: bytes, compression: str, problem: str) -> None:
+    """Never an error: the facts say why, and still give the stored bytes' digest and size."""
+    facts = facts_of(layer)
+    assert facts.problem is not None and facts.problem.startswith(problem)
+    assert facts == LayerFacts(
+        digest=sha256(layer), size=len(layer), compression=compression, diff_id=None,
+        media_type=None, empty=False, problem=facts.problem)
+
+
+@pytest.mark.parametrize("layer", [GZIPPED, FILE_TAR, CORRUPT, b"", b"\x1f", b"BZh91"])
+def test_layer_facts_do_not_depend_on_the_pieces(layer: bytes) -> None:
+    """A byte at a time (magic numbers split included) or all at once: the same facts."""
+    assert facts_of(layer, piece=1) == facts_of(layer, piece=len(layer) or 1)
+
+
+def test_inflating_keeps_memory_bounded() -> None:
+    """64 MiB of zeros in 64 KiB of gzip: inflated a step at a time, never at once."""
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=9)
+    assert len(bomb) < 128 * 1024
+    tracemalloc.start()
+    try:
+        facts = facts_of(bomb, piece=len(bomb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert facts.empty and facts.diff_id == sha256(bytes(64 << 20))
+    assert peak < 8 << 20
+
+
+def test_layer_facts_json_round_trip() -> None:
+    for facts in (facts_of(GZIPPED), facts_of(CORRUPT), facts_of(b"")):
+        assert LayerFacts.from_json(facts.to_json()) == facts
+    assert json.loads(facts_of(FILE_TAR).to_json()) == {
+        "digest": sha256(FILE_TAR), "size": len(FILE_TAR), "compression": "none",
+        "diff_id": sha256(FILE_TAR), "media_type": TAR_LAYER, "empty": False, "problem": None}
+
+
+def test_layer_facts_json_keeps_room_for_more_keys() -> None:
+    document = json.loads(facts_of(GZIPPED).to_json())
+    document["added_later"] = 1
+    assert LayerFacts.from_json(json.dumps(document).encode()) == facts_of(GZIPPED)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"digest": "sha256:abc"}, {"size": -1}, {"size": "12"}, {"compression": "zstd"},
+     {"media_type": "text/plain"}, {"empty": 0}, {"diff_id": None},
+     {"problem": "truncated gzip stream"}, {"problem": 3}],
+)
+def test_layer_facts_json_refused(change: dict) -> None:
+    """Only a document L{LayerFacts.to_json} could have written reads back."""
+    document = dict(json.loads(facts_of(GZIPPED).to_json()), **change)
+    with pytest.raises(ValueError):
+        LayerFacts.from_json(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize("stored", [b"", b"[]", b"{}", b"\xff", b'{"digest": 1}', b"null"])
+def test_layer_facts_json_not_a_document(stored: bytes) -> None:
+    with pytest.raises(ValueError):
+        LayerFacts.from_json(stored)
+
+
+def test_layer_hasher_one_pass_in_the_pool() -> None:
+    """The payload checksum and the facts come out of the same batches in the pool."""
+    reactor = InlineThreadsReactor()
+    hasher = BackgroundHasher(reactor, LayerHasher(ID_1))
+    layer = gzip.compress(make_tar(member("big", data=BIG)), mtime=0)
+    for start in range(0, len(layer), 65536):
+        hasher.update(layer[start : start + 65536])
+    done = ensureDeferred(hasher.finish()).result
+    assert done.checksum() == payload_checksum(ID_1, layer)
+    assert done.facts() == facts_of(layer)
+    assert reactor.pool.jobs == 1

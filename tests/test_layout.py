@@ -69,7 +69,17 @@ IMAGE_KEYS = [
     (layout.image_inprogress_key, "_inprogress"),
     (layout.image_files_key, "_files"),
     (layout.image_diff_key, "_diff"),
+    (layout.image_layer_facts_key, "_layer_facts"),
 ]
+
+# The files of an image directory that docker-registry 0.9.1 reads (contract §7.1).
+FILES_0_9_1_READS = {"json", "layer", "ancestry", "_checksum", "_inprogress", "_files", "_diff"}
+
+
+def test_layer_facts_are_no_file_0_9_1_reads():
+    """A tree holding the bridge's facts is still served by 0.9.1."""
+    name = layout.image_layer_facts_key(IMAGE).rsplit("/", 1)[1]
+    assert name not in FILES_0_9_1_READS
 
 
 @pytest.mark.parametrize(("builder", "name"), IMAGE_KEYS)

@@ -110,6 +110,15 @@ def image_diff_key(image_id: str) -> str:
     return _image_file(image_id, "_diff")
 
 
+def image_layer_facts_key(image_id: str) -> str:
+    """
+    C{images/<id>/_layer_facts}: what the V1 ⇄ V2 bridge knows of the layer (its V2 digest,
+    diff id, size, media type, emptiness), as JSON. 0.9.1 never reads it, so it still serves
+    a tree holding it.
+    """
+    return _image_file(image_id, "_layer_facts")
+
+
 def is_repository_key(repository_key: str) -> bool:
     """
     Whether a repository key a client gives (a token's C{repository}) names a directory:
