@@ -1,6 +1,7 @@
 """
 The facts the V1 ⇄ V2 bridge keeps of each V1 layer (twistreg/bridge/facts.py): written by the
-layer PUT in the pass that computes the payload checksum.
+layer PUT in the pass that computes the payload checksum, and by C{python -m twistreg bridge}
+for layers stored before, on a tree 0.9.1 wrote, locally and on S3.
 """
 
 from __future__ import annotations
@@ -12,19 +13,38 @@ import io
 import json
 import lzma
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
 
+from tests.server import ROOT
+from tests.test_compat_091 import FILES as FILES_0_9_1
+from tests.test_compat_091 import LAYERS as LAYERS_0_9_1
 from tests.test_layerfiles import make_tar, member
-from tests.threads import InlineThreadsReactor
+from tests.threads import HeldPool, InlineThreadsReactor
 from twistreg import checksums
-from twistreg.bridge.facts import read_layer_facts
+from twistreg.bridge.command import (
+    INTERRUPTED,
+    BarProgress,
+    LineProgress,
+    Report,
+    fill_tree,
+    progress_on,
+)
+from twistreg.bridge.facts import Outcome, Stopped, fill_layer_facts, read_layer_facts
 from twistreg.checksums import GZIP_LAYER, TAR_LAYER, LayerFacts, payload_checksum
 from twistreg.config import load_settings
 from twistreg.layout import (
     image_checksum_key,
     image_inprogress_key,
+    image_json_key,
     image_layer_facts_key,
     image_layer_key,
 )
@@ -237,6 +257,302 @@ def test_unreadable_facts_read_as_none(tree, events):
     assert facts_of(tree) is None
     assert events[0]["key"] == image_layer_facts_key(BASE)
 
+
+# -- for layers stored before ----------------------------------------------------------------
+
+
+def write(storage, key: str, data: bytes) -> None:
+    done(storage.put_content(key, data))
+
+
+def store_image(storage, image_id: str, layer: bytes | None, in_progress: bool = False) -> None:
+    """An image as a 0.9.1 push or the mirror leaves it: json, layer, no facts."""
+    write(storage, image_json_key(image_id), json.dumps({"id": image_id}).encode())
+    if layer is not None:
+        write(storage, image_layer_key(image_id), layer)
+    if in_progress:
+        write(storage, image_inprogress_key(image_id), b"true")
+
+
+def store_0_9_1_tree(storage) -> None:
+    for key, content in FILES_0_9_1.items():
+        write(storage, key, content.encode())
+    for image_id, layer in LAYERS_0_9_1.items():
+        write(storage, image_layer_key(image_id), layer)
+
+
+class Recorded:
+    """A progress display that keeps what it was shown."""
+
+    def __init__(self) -> None:
+        self.totals: list[int] = []
+        self.seen: list[int] = []
+        self.closed = False
+
+    def __call__(self, total: int) -> Recorded:
+        self.totals.append(total)
+        return self
+
+    def advance(self, report: Report) -> None:
+        self.seen.append(report.seen)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def fill(storage, reactor=None, stopping=None, progress=None) -> Report:
+    return done(fill_tree(storage, reactor or InlineThreadsReactor(),
+                          stopping or threading.Event(), progress or Recorded()))
+
+
+def test_fill_a_tree_0_9_1_wrote(tree):
+    store_0_9_1_tree(tree)
+    shown = Recorded()
+    report = fill(tree, progress=shown)
+    assert (report.written, report.images, report.interrupted) == (2, 2, False)
+    for image_id, layer in LAYERS_0_9_1.items():
+        assert facts_of(tree, image_id) == LayerFacts(
+            digest=sha256(layer), size=len(layer), compression="none", diff_id=sha256(layer),
+            media_type=TAR_LAYER, empty=False, problem=None)
+    assert report.summary("local") == "wrote the layer facts of 2 images in local storage"
+    assert (shown.totals, shown.seen, shown.closed) == ([2], [1, 2], True)
+    again = fill(tree)
+    assert (again.written, again.counts[Outcome.PRESENT]) == (0, 2)
+    assert again.summary("local") == (
+        "nothing to do: every complete image in local storage has its layer facts")
+
+
+def test_fill_reads_each_layer_once(tree):
+    store_image(tree, BASE, GZIPPED)
+    store_image(tree, OTHER, TAR)
+    fill(tree)
+    opened = [key for kind, key in tree.events if kind in ("open", "stream")]
+    assert opened == [image_layer_key(BASE), image_layer_key(OTHER)]
+    assert tree.reads_of(image_layer_key(BASE)) == ["open"]
+    assert tree.read_bytes == len(GZIPPED) + len(TAR)
+
+
+def test_fill_skips_what_it_must_not_touch(tree):
+    """Images in progress (their push writes the facts), without a layer, without json."""
+    store_image(tree, BASE, GZIPPED, in_progress=True)
+    store_image(tree, OTHER, None)
+    lone = "c" * 64
+    write(tree, image_layer_key(lone), TAR)
+    write(tree, "images/not-an-id/layer", TAR)
+    report = fill(tree)
+    assert report.images == 3
+    assert (report.counts[Outcome.IN_PROGRESS], report.counts[Outcome.NO_LAYER]) == (1, 2)
+    assert report.summary("s3") == ("nothing to do: every complete image in s3 storage has its"
+                                    " layer facts; 1 image in progress skipped")
+    for image_id in (BASE, OTHER, lone, "not-an-id"):
+        assert facts_of(tree, image_id) is None
+    assert tree.reads_of(image_layer_key(BASE)) == []
+
+
+def test_fill_counts_layers_that_cannot_be_bridged(tree):
+    store_image(tree, BASE, bz2.compress(TAR))
+    store_image(tree, OTHER, GZIPPED[:-8])
+    assert fill(tree).summary("local") == (
+        "wrote the layer facts of 2 images in local storage; 2 layers cannot be bridged")
+    assert fill(tree).summary("local") == (
+        "nothing to do: every complete image in local storage has its layer facts;"
+        " 2 layers cannot be bridged")
+
+
+def test_fill_never_rewrites_facts(tree):
+    """Facts there (a push wrote them) stay as they are, even if they would differ."""
+    store_image(tree, BASE, TAR)
+    pushed = LayerFacts(sha256(b"x"), 1, "none", sha256(b"x"), TAR_LAYER, False, None)
+    write(tree, image_layer_facts_key(BASE), pushed.to_json())
+    assert fill(tree).counts[Outcome.PRESENT] == 1
+    assert facts_of(tree) == pushed
+    assert tree.reads_of(image_layer_key(BASE)) == []
+
+
+def test_fill_keeps_facts_written_while_it_read(tree):
+    """Written by another run (or a push) while the layer was read: those stay."""
+    store_image(tree, BASE, TAR)
+    pool = HeldPool()
+    result = ensureDeferred(fill_layer_facts(tree, InlineThreadsReactor(pool), BASE,
+                                             threading.Event()))
+    meanwhile = LayerFacts(sha256(b"y"), 1, "none", sha256(b"y"), TAR_LAYER, False, None)
+    write(tree, image_layer_facts_key(BASE), meanwhile.to_json())
+    pool.run_next()
+    assert done(result) == (Outcome.PRESENT, meanwhile)
+    assert facts_of(tree) == meanwhile
+
+
+def test_fill_rewrites_unreadable_facts(tree):
+    store_image(tree, BASE, TAR)
+    write(tree, image_layer_facts_key(BASE), b"{}")
+    assert fill(tree).written == 1
+    assert facts_of(tree).digest == sha256(TAR)
+
+
+def test_an_interrupted_fill_writes_nothing_half_and_resumes(tree):
+    """Stopped in the middle of a layer: that layer gets no facts; a second run goes on."""
+    for image_id in (BASE, OTHER):
+        store_image(tree, image_id, GZIPPED)
+    stopping = threading.Event()
+    pool = HeldPool()
+    run = ensureDeferred(fill_tree(tree, InlineThreadsReactor(pool), stopping, Recorded()))
+    pool.run_next()  # BASE read
+    stopping.set()
+    pool.run_next()  # OTHER's read sees the stop before its first MiB
+    report = done(run)
+    assert (report.interrupted, report.written) == (True, 1)
+    assert facts_of(tree, OTHER) is None
+    assert [name for name in os.listdir(tree.root + f"/images/{OTHER}")] == ["json", "layer"]
+    resumed = fill(tree)
+    assert (resumed.written, resumed.counts[Outcome.PRESENT]) == (1, 1)
+    assert facts_of(tree, OTHER) == facts_of(tree, BASE)
+
+
+def test_a_layer_being_read_is_given_up_between_pieces(tree):
+    store_image(tree, BASE, b"\0" * (3 << 20))
+    stopping = threading.Event()
+    pool = HeldPool()
+    result = ensureDeferred(fill_layer_facts(tree, InlineThreadsReactor(pool), BASE,
+                                             stopping))
+    stopping.set()
+    pool.run_next()
+    with pytest.raises(Stopped):
+        done(result)
+    assert tree.read_bytes == 1 << 20
+
+
+def test_lines_every_interval_when_not_a_terminal():
+    clock, out = Clock(), io.StringIO()
+    progress = LineProgress(out, clock, interval=10)
+    report = Report(images=3)
+    report.add(Outcome.WRITTEN, None)
+    progress.advance(report)
+    clock.advance(10)
+    report.add(Outcome.PRESENT, None)
+    progress.advance(report)
+    report.add(Outcome.PRESENT, None)
+    progress.advance(report)
+    assert out.getvalue() == "bridge: 2 of 3 images looked at, 1 layer facts written\n"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_bar_on_a_terminal_drawn_again_while_a_layer_is_read():
+    clock, out = Clock(), Terminal()
+    progress = progress_on(out, clock)(2)
+    assert isinstance(progress, BarProgress)
+    report = Report(images=2)
+    report.add(Outcome.WRITTEN, None)
+    progress.advance(report)
+    clock.advance(0.5)
+    assert "1/2" in out.getvalue().rsplit("\r", 1)[-1]
+    progress.close()
+    assert clock.getDelayedCalls() == []
+    assert isinstance(progress_on(io.StringIO(), clock)(2), LineProgress)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def run_command(tmp_path: Path, backend, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+    env.pop("SETTINGS_FLAVOR", None)
+    if backend.kind == "local":
+        where = ["--storage-path", str(backend.root)]
+    else:
+        where = ["--config", str(backend.config), "--flavor", "dev"]
+    return subprocess.run(
+        [sys.executable, "-m", "twistreg", "bridge", *where, *args], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.mark.integration
+def test_the_command_on_a_tree_0_9_1_wrote(tmp_path, backend):
+    for key, content in FILES_0_9_1.items():
+        backend.write(key, content.encode())
+    for image_id, layer in LAYERS_0_9_1.items():
+        backend.write(f"images/{image_id}/layer", layer)
+    backend.write(f"images/{BASE}/json", json.dumps({"id": BASE}).encode())
+    backend.write(f"images/{BASE}/layer", GZIPPED)
+    backend.write(f"images/{OTHER}/json", json.dumps({"id": OTHER}).encode())
+    backend.write(f"images/{OTHER}/_inprogress", b"true")
+    backend.write(f"images/{OTHER}/layer", TAR)
+    first = run_command(tmp_path, backend)
+    assert (first.returncode, first.stdout, first.stderr) == (
+        0, f"wrote the layer facts of 3 images in {backend.kind} storage;"
+           " 1 image in progress skipped\n", "")
+    for image_id, layer in LAYERS_0_9_1.items():
+        stored = LayerFacts.from_json(backend.read(f"images/{image_id}/_layer_facts"))
+        assert (stored.digest, stored.diff_id, stored.media_type) == (
+            sha256(layer), sha256(layer), TAR_LAYER)
+    stored = LayerFacts.from_json(backend.read(f"images/{BASE}/_layer_facts"))
+    assert (stored.digest, stored.diff_id, stored.media_type, stored.size) == (
+        sha256(GZIPPED), sha256(TAR), GZIP_LAYER, len(GZIPPED))
+    assert backend.read(f"images/{OTHER}/_layer_facts") is None
+    second = run_command(tmp_path, backend)
+    assert (second.returncode, second.stdout, second.stderr) == (
+        0, f"nothing to do: every complete image in {backend.kind} storage has its layer facts;"
+           " 1 image in progress skipped\n", "")
+
+
+@pytest.mark.integration
+def test_a_missing_storage_path_is_one_line(tmp_path):
+    missing = tmp_path / "typo"
+    result = run_command(tmp_path, type("Tree", (), {"kind": "local", "root": missing}))
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", f"twistreg bridge: storage path {missing} does not exist\n")
+
+
+@pytest.mark.integration
+def test_the_command_interrupted_then_resumed(tmp_path):
+    """
+    SIGINT while a layer is read (a sparse 64 GiB file: minutes of reading) ends the run at
+    once, with what was written complete and nothing of that layer; a second run goes on.
+    """
+    root = tmp_path / "storage"
+    storage = LocalStorage(str(root))
+    ids = ["1" * 64, "2" * 64, "3" * 64]
+    for image_id in ids:
+        store_image(storage, image_id, GZIPPED)
+    huge = root / "images" / ids[1] / "layer"
+    with open(huge, "r+b") as file:
+        file.truncate(64 << 30)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "twistreg", "bridge", "--storage-path", str(root)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (root / "images" / ids[0] / "_layer_facts").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        time.sleep(0.2)  # well into the huge layer
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert time.monotonic() - interrupted < 10
+    assert (process.returncode, out, err) == (
+        INTERRUPTED, "", "twistreg bridge: interrupted after writing the layer facts of 1"
+        " image; run it again to go on\n")
+    assert sorted(os.listdir(root / "images" / ids[1])) == ["json", "layer"]
+    assert not (root / "images" / ids[2] / "_layer_facts").exists()
+    os.truncate(huge, 0)
+    huge.write_bytes(GZIPPED)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "twistreg", "bridge", "--storage-path", str(root)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (resumed.returncode, resumed.stdout) == (
+        0, "wrote the layer facts of 2 images in local storage\n")
+    assert all(facts_of(storage, image_id).digest == sha256(GZIPPED) for image_id in ids)
 
 
 @pytest.mark.integration

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from twistreg import purge, reindex
+from twistreg.bridge import command as bridge
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
     reindex.add_command(commands)
     purge.add_command(commands)
+    bridge.add_command(commands)
     options = parser.parse_args(argv)
     options.run(options)
 

@@ -1,0 +1,205 @@
+# -*- test-case-name: tests.test_bridge_facts -*-
+"""
+C{python -m twistreg bridge}: give every stored V1 layer the facts the bridge serves it to V2
+clients by (L{twistreg.bridge.facts}): layers pushed before twistreg computed them at push,
+stored by 0.9.1, or kept by the mirror.
+
+Safe while servers run, and resumable: each image's facts are written whole or not at all, an
+interruption (Ctrl-C, TERM) gives up the layer being read, and a run skips the images that
+have theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from typing import Callable, Protocol, TextIO
+
+import attrs
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+
+from twistreg.bridge.facts import Outcome, Stopped, fill_layer_facts, image_ids
+from twistreg.checksums import LayerFacts
+from twistreg.commands import add_storage_command, fail, open_existing_storage
+from twistreg.config import ConfigError
+from twistreg.storage.interface import IStorage, StorageUnavailable
+
+#: Seconds between two progress lines when standard error is no terminal.
+LINE_INTERVAL = 10.0
+#: The exit status of a run interrupted by a signal (a shell's, for SIGINT).
+INTERRUPTED = 130
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    """Add C{bridge} to the subcommands of C{python -m twistreg}."""
+    add_storage_command(
+        commands, "bridge", _bridge,
+        help="compute the V2 facts of stored V1 layers that lack them",
+        description="Read once every layer of a complete image that has no _layer_facts file"
+        " and write one: its V2 digest, diff id, size, media type and emptiness. Safe while"
+        " servers run; an interrupted run goes on where it stopped.",
+    )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+@attrs.define
+class Report:
+    """What a run found and did, image by image."""
+
+    images: int
+    seen: int = 0
+    counts: dict = attrs.field(factory=lambda: dict.fromkeys(Outcome, 0))
+    #: Layers whose facts (written or found) say they cannot be bridged.
+    unbridgeable: int = 0
+    interrupted: bool = False
+
+    def add(self, outcome: Outcome, facts: LayerFacts | None) -> None:
+        self.seen += 1
+        self.counts[outcome] += 1
+        if facts is not None and not facts.bridgeable:
+            self.unbridgeable += 1
+
+    @property
+    def written(self) -> int:
+        return self.counts[Outcome.WRITTEN]
+
+    def summary(self, storage: str) -> str:
+        """The line a complete run ends with."""
+        if self.written:
+            parts = [f"wrote the layer facts of {_plural(self.written, 'image')} in {storage}"
+                     " storage"]
+        else:
+            parts = [f"nothing to do: every complete image in {storage} storage has its layer"
+                     " facts"]
+        if self.counts[Outcome.IN_PROGRESS]:
+            parts.append(f"{_plural(self.counts[Outcome.IN_PROGRESS], 'image')} in progress"
+                         " skipped")
+        if self.unbridgeable:
+            parts.append(f"{_plural(self.unbridgeable, 'layer')} cannot be bridged")
+        return "; ".join(parts)
+
+
+class Progress(Protocol):
+    """How a run shows where it is."""
+
+    def advance(self, report: Report) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LineProgress:
+    """A line every C{interval} seconds, for a log or a pipe, where a bar would be noise."""
+
+    def __init__(self, stream: TextIO, clock: IReactorTime,
+                 interval: float = LINE_INTERVAL) -> None:
+        self._stream = stream
+        self._clock = clock
+        self._interval = interval
+        self._next = clock.seconds() + interval
+
+    def advance(self, report: Report) -> None:
+        now = self._clock.seconds()
+        if now < self._next:
+            return
+        self._next = now + self._interval
+        print(f"bridge: {report.seen} of {_plural(report.images, 'image')} looked at,"
+              f" {report.written} layer facts written", file=self._stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class BarProgress:
+    """
+    A progress bar on a terminal, an image a step, drawn again every C{interval} seconds:
+    tqdm draws on a step only, and one large layer can take minutes.
+    """
+
+    def __init__(self, stream: TextIO, clock: IReactorTime, total: int,
+                 interval: float = 0.5) -> None:
+        # Imported here: the other commands need no progress bar.
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, file=stream, unit="image", desc="bridge",
+                         dynamic_ncols=True)
+        self._redraw = task.LoopingCall(self._bar.refresh)
+        self._redraw.clock = clock
+        self._redraw.start(interval, now=False)
+
+    def advance(self, report: Report) -> None:
+        self._bar.set_postfix_str(f"{report.written} written", refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._redraw.stop()
+        self._bar.close()
+
+
+def progress_on(stream: TextIO, clock: IReactorTime) -> Callable[[int], Progress]:
+    """A bar when C{stream} is a terminal, lines otherwise; given the number of images."""
+    if stream.isatty():
+        return lambda total: BarProgress(stream, clock, total)
+    return lambda total: LineProgress(stream, clock)
+
+
+async def fill_tree(storage: IStorage, reactor, stopping: threading.Event,
+                    progress: Callable[[int], Progress]) -> Report:
+    """
+    L{fill_layer_facts} for every image of the tree, one after the other, until done or
+    C{stopping} is set (then the report says it was interrupted).
+
+    @param reactor: its thread pool reads the layers.
+    """
+    ids = await image_ids(storage)
+    report = Report(images=len(ids))
+    shown = progress(len(ids))
+    try:
+        for image_id in ids:
+            if stopping.is_set():
+                report.interrupted = True
+                break
+            try:
+                outcome, facts = await fill_layer_facts(storage, reactor, image_id, stopping)
+            except Stopped:
+                report.interrupted = True
+                break
+            report.add(outcome, facts)
+            shown.advance(report)
+    finally:
+        shown.close()
+    return report
+
+
+async def _bridge(reactor, options: argparse.Namespace) -> None:
+    try:
+        _, storage = open_existing_storage(options, reactor)
+    except ConfigError as error:
+        fail("bridge", str(error))
+    stopping = threading.Event()
+    finished: defer.Deferred[None] = defer.Deferred()
+
+    def interrupted() -> defer.Deferred[None] | None:
+        # The reactor stops (a signal) before the run is done: the run gives up the layer it
+        # reads and ends, and the reactor waits for that.
+        if finished.called:
+            return None
+        stopping.set()
+        return finished
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+    try:
+        report = await fill_tree(storage, reactor, stopping, progress_on(sys.stderr, reactor))
+    except (OSError, StorageUnavailable) as error:
+        fail("bridge", f"{storage.name} storage: {error}")
+    finally:
+        finished.callback(None)
+    if report.interrupted:
+        print(f"twistreg bridge: interrupted after writing the layer facts of"
+              f" {_plural(report.written, 'image')}; run it again to go on", file=sys.stderr)
+        raise SystemExit(INTERRUPTED)
+    print(report.summary(storage.name))
