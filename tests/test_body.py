@@ -155,6 +155,19 @@ def test_what_twisted_refuses_is_answered_in_json(registry, raw):
     assert connection.transport.disconnecting
 
 
+@pytest.mark.parametrize("hello", [
+    bytes.fromhex("160301020001") + b"\x03\x03" + bytes(32),  # TLS 1.x ClientHello
+    bytes.fromhex("8080010301"),  # an SSLv2-style hello
+])
+def test_a_tls_client_on_the_plain_port_is_answered_at_once(registry, hello):
+    """skopeo and podman try HTTPS first: no line ending would ever come."""
+    connection = Connection(registry)
+    connection.send(hello)
+    status, _, body = connection.answer()
+    assert (status, json.loads(body)) == (400, {"error": "Bad request"})
+    assert connection.transport.disconnecting
+
+
 def test_an_exception_outside_the_routes_is_a_json_500(tmp_path):
     class Broken(Resource):
         isLeaf = True

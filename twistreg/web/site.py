@@ -85,11 +85,29 @@ def registry_resource(registry: Registry) -> RegistryResource:
     return RegistryResource(registry)
 
 
+#: The first byte of a TLS record carrying a handshake (0x16) or of an SSLv2-style hello
+#: (0x80): never the first byte of an HTTP request line, which starts with a method token.
+_TLS_HELLO_FIRST_BYTES = frozenset({0x16, 0x80})
+
+
 class RegistryChannel(BadRequestChannel):
     """
     A connection whose answer to a request twisted.web cannot parse is JSON too, and that
     tells its Site when it ends (the Site counts connections: L{twistreg.web.capacity}).
     """
+
+    _first_bytes = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._first_bytes and data:
+            self._first_bytes = False
+            if data[0] in _TLS_HELLO_FIRST_BYTES:
+                # A TLS client on a plain port (skopeo and podman try HTTPS first) would
+                # wait, with no line ending to come, until its handshake times out: it
+                # gets its answer at once and falls back to plain HTTP.
+                self._respondToBadRequestAndDisconnect()
+                return
+        super().dataReceived(data)
 
     def connectionLost(self, reason) -> None:
         super().connectionLost(reason)
