@@ -402,7 +402,7 @@ def test_an_interrupted_fill_writes_nothing_half_and_resumes(tree):
     report = done(run)
     assert (report.interrupted, report.written) == (True, 1)
     assert facts_of(tree, OTHER) is None
-    assert [name for name in os.listdir(tree.root + f"/images/{OTHER}")] == ["json", "layer"]
+    assert sorted(os.listdir(tree.root + f"/images/{OTHER}")) == ["json", "layer"]
     resumed = fill(tree)
     assert (resumed.written, resumed.counts[Outcome.PRESENT]) == (1, 1)
     assert facts_of(tree, OTHER) == facts_of(tree, BASE)
@@ -457,17 +457,28 @@ def test_a_bar_on_a_terminal_drawn_again_while_a_layer_is_read():
 # -- the command -----------------------------------------------------------------------------
 
 
-def run_command(tmp_path: Path, backend, *args: str, **kwargs) -> subprocess.CompletedProcess:
+def command_env() -> dict[str, str]:
+    """The environment of C{python -m twistreg} from the source tree, no config around."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("DOCKER_REGISTRY_CONFIG", None)
     env.pop("SETTINGS_FLAVOR", None)
+    return env
+
+
+def bridge_command(*options: str) -> list[str]:
+    return [sys.executable, "-m", "twistreg", "bridge", *options]
+
+
+def run_command(tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(bridge_command(*options), cwd=tmp_path, env=command_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def storage_options(backend) -> list[str]:
+    """Where the C{backend} fixture's storage is, as the command's options say it."""
     if backend.kind == "local":
-        where = ["--storage-path", str(backend.root)]
-    else:
-        where = ["--config", str(backend.config), "--flavor", "dev"]
-    return subprocess.run(
-        [sys.executable, "-m", "twistreg", "bridge", *where, *args], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=120, **kwargs)
+        return ["--storage-path", str(backend.root)]
+    return ["--config", str(backend.config), "--flavor", "dev"]
 
 
 @pytest.mark.integration
@@ -481,7 +492,7 @@ def test_the_command_on_a_tree_0_9_1_wrote(tmp_path, backend):
     backend.write(f"images/{OTHER}/json", json.dumps({"id": OTHER}).encode())
     backend.write(f"images/{OTHER}/_inprogress", b"true")
     backend.write(f"images/{OTHER}/layer", TAR)
-    first = run_command(tmp_path, backend)
+    first = run_command(tmp_path, *storage_options(backend))
     assert (first.returncode, first.stdout, first.stderr) == (
         0, f"wrote the layer facts of 3 images in {backend.kind} storage;"
            " 1 image in progress skipped\n", "")
@@ -493,7 +504,7 @@ def test_the_command_on_a_tree_0_9_1_wrote(tmp_path, backend):
     assert (stored.digest, stored.diff_id, stored.media_type, stored.size) == (
         sha256(GZIPPED), sha256(TAR), GZIP_LAYER, len(GZIPPED))
     assert backend.read(f"images/{OTHER}/_layer_facts") is None
-    second = run_command(tmp_path, backend)
+    second = run_command(tmp_path, *storage_options(backend))
     assert (second.returncode, second.stdout, second.stderr) == (
         0, f"nothing to do: every complete image in {backend.kind} storage has its layer facts;"
            " 1 image in progress skipped\n", "")
@@ -502,7 +513,7 @@ def test_the_command_on_a_tree_0_9_1_wrote(tmp_path, backend):
 @pytest.mark.integration
 def test_a_missing_storage_path_is_one_line(tmp_path):
     missing = tmp_path / "typo"
-    result = run_command(tmp_path, type("Tree", (), {"kind": "local", "root": missing}))
+    result = run_command(tmp_path, "--storage-path", str(missing))
     assert (result.returncode, result.stdout, result.stderr) == (
         1, "", f"twistreg bridge: storage path {missing} does not exist\n")
 
@@ -521,11 +532,9 @@ def test_the_command_interrupted_then_resumed(tmp_path):
     huge = root / "images" / ids[1] / "layer"
     with open(huge, "r+b") as file:
         file.truncate(64 << 30)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("DOCKER_REGISTRY_CONFIG", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "twistreg", "bridge", "--storage-path", str(root)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        bridge_command("--storage-path", str(root)), cwd=tmp_path, env=command_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while not (root / "images" / ids[0] / "_layer_facts").exists():
@@ -547,9 +556,7 @@ def test_the_command_interrupted_then_resumed(tmp_path):
     assert not (root / "images" / ids[2] / "_layer_facts").exists()
     os.truncate(huge, 0)
     huge.write_bytes(GZIPPED)
-    resumed = subprocess.run(
-        [sys.executable, "-m", "twistreg", "bridge", "--storage-path", str(root)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    resumed = run_command(tmp_path, "--storage-path", str(root))
     assert (resumed.returncode, resumed.stdout) == (
         0, "wrote the layer facts of 2 images in local storage\n")
     assert all(facts_of(storage, image_id).digest == sha256(GZIPPED) for image_id in ids)
