@@ -26,7 +26,6 @@ from twistreg.checksums import (
     DigestHasher,
     LayerFacts,
     LayerFactsHasher,
-    LayerHasher,
     PayloadHasher,
     feed,
     payload_checksum,
@@ -482,14 +481,3 @@ def test_layer_facts_json_not_a_document(stored: bytes) -> None:
         LayerFacts.from_json(stored)
 
 
-def test_layer_hasher_one_pass_in_the_pool() -> None:
-    """The payload checksum and the facts come out of the same batches in the pool."""
-    reactor = InlineThreadsReactor()
-    hasher = BackgroundHasher(reactor, LayerHasher(ID_1))
-    layer = gzip.compress(make_tar(member("big", data=BIG)), mtime=0)
-    for start in range(0, len(layer), 65536):
-        hasher.update(layer[start : start + 65536])
-    done = ensureDeferred(hasher.finish()).result
-    assert done.checksum() == payload_checksum(ID_1, layer)
-    assert done.facts() == facts_of(layer)
-    assert reactor.pool.jobs == 1

@@ -293,35 +293,8 @@ class LayerFactsHasher:
         )
 
 
-class LayerHasher:
-    """
-    What a V1 layer upload computes while the layer streams in: the payload checksum and the
-    layer's L{LayerFacts}, from one pass over the bytes in the same thread.
-
-    @param image_json: the image JSON exactly as stored by R8.
-    """
-
-    __slots__ = ("_payload", "_facts")
-
-    def __init__(self, image_json: bytes) -> None:
-        self._payload = PayloadHasher(image_json)
-        self._facts = LayerFactsHasher()
-
-    def update(self, chunk: bytes) -> None:
-        self._payload.update(chunk)
-        self._facts.update(chunk)
-
-    def checksum(self) -> str:
-        """The payload checksum (L{PayloadHasher.checksum})."""
-        return self._payload.checksum()
-
-    def facts(self) -> LayerFacts:
-        """The layer's facts (L{LayerFactsHasher.facts})."""
-        return self._facts.facts()
-
-
 class Hasher(Protocol):
-    """What L{BackgroundHasher} runs: L{PayloadHasher}, L{DigestHasher}, L{LayerHasher}."""
+    """What L{BackgroundHasher} runs: L{PayloadHasher}, L{DigestHasher}."""
 
     def update(self, chunk: bytes) -> None: ...
 

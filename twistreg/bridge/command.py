@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_bridge_facts -*-
 """
 C{python -m twistreg bridge}: give every stored V1 layer the facts the bridge serves it to V2
-clients by (L{twistreg.bridge.facts}): layers pushed before twistreg computed them at push,
-stored by 0.9.1, or kept by the mirror.
+clients by (L{twistreg.registry.layerfacts}): layers pushed before twistreg computed them,
+stored by 0.9.1, kept by the mirror, or whose image a server completed and then stopped
+before it had computed them.
 
 Safe while servers run, and resumable: each image's facts are written whole or not at all, an
 interruption (Ctrl-C, TERM) gives up the layer being read, and a run skips the images that
@@ -20,10 +21,10 @@ import attrs
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
-from twistreg.bridge.facts import Outcome, Stopped, fill_layer_facts, image_ids
 from twistreg.checksums import LayerFacts
 from twistreg.commands import add_storage_command, fail, open_existing_storage
 from twistreg.config import ConfigError
+from twistreg.registry.layerfacts import Outcome, Stopped, fill_layer_facts, image_ids
 from twistreg.storage.interface import IStorage, StorageUnavailable
 
 #: Seconds between two progress lines when standard error is no terminal.

@@ -9,13 +9,14 @@ carrying the contract's messages, raised in each route's check order.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Callable, Optional
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
-from twistreg.checksums import BackgroundHasher, LayerHasher, feed
+from twistreg.checksums import BackgroundHasher, LayerFacts, PayloadHasher, feed
 from twistreg.errors import RegistryError
 from twistreg.layout import (
     image_ancestry_key,
@@ -24,7 +25,6 @@ from twistreg.layout import (
     image_files_key,
     image_inprogress_key,
     image_json_key,
-    image_layer_facts_key,
     image_layer_key,
     is_image_id,
     require_image_id,
@@ -33,6 +33,7 @@ from twistreg.lru import BoundedLRU
 from twistreg.registry import layerfiles
 from twistreg.registry.auth import Authorizer, Token
 from twistreg.registry.documents import parse_json
+from twistreg.registry.layerfacts import Outcome, fill_layer_facts
 from twistreg.storage.interface import (
     IStorage,
     IWriter,
@@ -76,8 +77,7 @@ COMPLETED_MAX_AGE = 60.0
 
 class LayerUpload:
     """
-    A layer body on its way into storage, hashed as it streams (R4): the payload checksum,
-    and in the same pass the facts the V1 ⇄ V2 bridge needs (L{LayerHasher}).
+    A layer body on its way into storage, hashed as it streams (R4).
 
     Created by L{Images.begin_layer_upload} once the checks passed; the web layer feeds it
     the body and calls L{commit} when the body is complete, or L{abort}.
@@ -85,7 +85,7 @@ class LayerUpload:
 
     def __init__(
         self, storage: IStorage, image_id: str, writer: IWriter,
-        hasher: BackgroundHasher[LayerHasher],
+        hasher: BackgroundHasher[PayloadHasher],
     ) -> None:
         self._storage = storage
         self._image_id = image_id
@@ -99,32 +99,23 @@ class LayerUpload:
         return feed(self._hasher, self._writer, data)
 
     async def commit(self) -> None:
-        """
-        Publish the layer, then its C{_checksum}, then its facts; what did not get published
-        is dropped.
-        """
+        """Publish the layer, then its C{_checksum}; what did not get published is dropped."""
         try:
-            hashed = await self._hasher.finish()
+            checksum = await self._hasher.checksum()
             await self._writer.commit()
         except BaseException:
             # An S3 multipart upload would otherwise wait a day for the purge.
             self.abort()
             raise
-        checksum = hashed.checksum()
         await self._storage.put_content(
             image_checksum_key(self._image_id), json.dumps([checksum]).encode()
         )
-        facts = hashed.facts()
-        await self._storage.put_content(image_layer_facts_key(self._image_id), facts.to_json())
         log.info(
             "stored layer {image_id} ({size} bytes, {checksum})",
             image_id=self._image_id,
             size=self.size,
             checksum=checksum,
         )
-        if not facts.bridgeable:
-            log.info("layer {image_id} cannot be served to V2 clients: {problem}",
-                     image_id=self._image_id, problem=facts.problem)
 
     def abort(self) -> None:
         """Forget the body: the stored layer, if any, is unchanged."""
@@ -276,14 +267,12 @@ class Images:
             image_json = await self._storage.get_content(image_json_key(image_id))
         except KeyNotFound:
             raise not_found() from None
-        if await self._storage.exists(image_layer_key(image_id)):
-            if not await self._storage.exists(image_inprogress_key(image_id)):
-                raise RegistryError(409, "Image already exists")
-            # The layer is being replaced: no facts rather than the old layer's, should the
-            # new one be published and its facts not (a crash between the two).
-            await self._storage.remove(image_layer_facts_key(image_id))
+        if await self._storage.exists(image_layer_key(image_id)) and not await self._storage.exists(
+            image_inprogress_key(image_id)
+        ):
+            raise RegistryError(409, "Image already exists")
         writer = await self._storage.open_writer(image_layer_key(image_id))
-        hasher = BackgroundHasher(self._reactor, LayerHasher(image_json))
+        hasher = BackgroundHasher(self._reactor, PayloadHasher(image_json))
         return LayerUpload(self._storage, image_id, writer, hasher)
 
     # R5
@@ -315,6 +304,24 @@ class Images:
                      image_id=image_id, given=payload_checksum)
             raise RegistryError(400, "Checksum mismatch")
         await self._storage.remove(image_inprogress_key(image_id))
+        self._describe_layer(image_id)
+
+    def _describe_layer(self, image_id: str) -> None:
+        """
+        Give the complete image's layer its facts (L{fill_layer_facts}) in the background:
+        the push has its answer meanwhile.
+        """
+
+        def done(result: tuple[Outcome, LayerFacts | None]) -> None:
+            outcome, facts = result
+            if outcome is Outcome.WRITTEN and facts is not None and not facts.bridgeable:
+                log.info("layer {image_id} cannot be served to V2 clients: {problem}",
+                         image_id=image_id, problem=facts.problem)
+
+        defer.ensureDeferred(fill_layer_facts(
+            self._storage, self._reactor, image_id, threading.Event())).addCallbacks(
+            done, lambda failure: log.failure(
+                "describing the layer of {image_id} failed", failure, image_id=image_id))
 
     # R8
     async def put_json(

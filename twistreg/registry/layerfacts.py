@@ -3,9 +3,10 @@
 The facts the bridge serves a V1 layer to V2 clients by (L{LayerFacts}: its digest, diff id,
 size, media type, emptiness), kept beside the layer in C{images/<id>/_layer_facts}.
 
-The layer PUT writes them as the layer streams in (L{twistreg.registry.images.LayerUpload});
-layers stored otherwise (before twistreg computed them, by 0.9.1, by the mirror) get theirs
-from L{fill_layer_facts}, which C{python -m twistreg bridge} runs over the whole tree.
+An image gets them once it is complete (R5), from L{fill_layer_facts}, in the background:
+inflating a gzip layer costs ten times what storing it does, and a push must not wait for
+it. Layers stored otherwise (before twistreg computed them, by 0.9.1, by the mirror) get
+theirs from C{python -m twistreg bridge}, which runs it over the whole tree.
 """
 
 from __future__ import annotations
