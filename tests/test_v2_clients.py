@@ -583,3 +583,32 @@ def test_a_tls_handshake_is_answered_at_once(plain):
         else:
             pytest.fail("a TLS handshake succeeded on the plain-HTTP port")
 
+
+
+def test_oras_artifact_referrer_and_pull(plain, tmp_path):
+    """The Python oras client pushes an artifact, attaches a referrer (chunked), pulls it."""
+    oras_client = pytest.importorskip("oras.client")
+    oras_oci = pytest.importorskip("oras.oci")
+    client = oras_client.OrasClient(hostname=f"127.0.0.1:{plain.port}", insecure=True)
+    artifact, signature = tmp_path / "artifact.txt", tmp_path / "signature.txt"
+    artifact.write_bytes(b"an artifact\n")
+    signature.write_bytes(b"a signature\n")
+    target = f"127.0.0.1:{plain.port}/oras/artifact"
+    client.push(target=f"{target}:v1", files=[str(artifact)], disable_path_validation=True,
+                quiet=True)
+    subject = plain.request("GET", "/v2/oras/artifact/manifests/v1", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert subject.status == 200
+    client.push(target=f"{target}:signature", files=[str(signature)],
+                disable_path_validation=True, do_chunked=True, quiet=True,
+                subject=oras_oci.Subject(subject.headers["Content-Type"],
+                                         subject.headers["Docker-Content-Digest"],
+                                         len(subject.body)))
+    referrers = plain.request(
+        "GET", f"/v2/oras/artifact/referrers/{subject.headers['Docker-Content-Digest']}")
+    listed = json.loads(referrers.body)["manifests"]
+    signed = plain.request("GET", "/v2/oras/artifact/manifests/signature", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert [entry["digest"] for entry in listed] == [signed.headers["Docker-Content-Digest"]]
+    pulled = client.pull(target=f"{target}:v1", outdir=str(tmp_path / "out"))
+    assert [Path(path).read_bytes() for path in pulled] == [b"an artifact\n"]
