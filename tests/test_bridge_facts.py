@@ -24,7 +24,7 @@ import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
-from tests.server import ROOT
+from tests.server import ROOT, wait_until
 from tests.test_compat_091 import FILES as FILES_0_9_1
 from tests.test_compat_091 import LAYERS as LAYERS_0_9_1
 from tests.test_layerfiles import make_tar, member
@@ -550,13 +550,15 @@ def test_the_command_interrupted_then_resumed(tmp_path):
 
 @pytest.mark.integration
 def test_a_push_to_the_server_keeps_the_facts(server, backend):
-    """Through HTTP, into local storage or an S3 multipart upload."""
+    """Through HTTP, into local storage or an S3 multipart upload; the facts follow."""
     body = json.dumps({"id": BASE}).encode()
     assert server.request("PUT", f"/v1/images/{BASE}/json", body).status == 200
     assert server.request("PUT", f"/v1/images/{BASE}/layer", GZIPPED).status == 200
     r = server.request("PUT", f"/v1/images/{BASE}/checksum", headers={
         "X-Docker-Checksum-Payload": payload_checksum(body, GZIPPED)})
     assert r.status == 200
+    # Computed in the background once the image is complete.
+    wait_until(lambda: backend.read(f"images/{BASE}/_layer_facts") is not None)
     stored = LayerFacts.from_json(backend.read(f"images/{BASE}/_layer_facts"))
     assert (stored.digest, stored.diff_id, stored.size, stored.empty) == (
         sha256(GZIPPED), sha256(TAR), len(GZIPPED), False)

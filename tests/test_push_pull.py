@@ -12,6 +12,7 @@ import tarfile
 
 import pytest
 
+from tests.server import wait_until
 from twistreg.checksums import payload_checksum
 
 pytestmark = pytest.mark.integration
@@ -119,7 +120,9 @@ def test_push_then_pull(server, backend):
                         "docker_version": "1.3.2", "kernel": "3.16.0",
                         "last_update": r.json()["last_update"], "os": "linux"}
 
-    # The tree 0.9.1 would have written, and the bridge's layer facts, which 0.9.1 never reads.
+    # The tree 0.9.1 would have written, and the bridge's layer facts, which 0.9.1 never reads
+    # (computed in the background once the image is complete).
+    wait_until(lambda: backend.read(f"images/{BASE}/_layer_facts") is not None)
     assert backend.names(f"images/{BASE}") == [
         "_checksum", "_layer_facts", "ancestry", "json", "layer"]
     assert backend.names("repositories/foo/bar") == [

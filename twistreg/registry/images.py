@@ -15,6 +15,7 @@ from typing import Callable, Optional
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twistreg.checksums import BackgroundHasher, LayerFacts, PayloadHasher, feed
 from twistreg.errors import RegistryError
@@ -38,6 +39,7 @@ from twistreg.storage.interface import (
     IStorage,
     IWriter,
     KeyNotFound,
+    StorageUnavailable,
 )
 from twistreg.tarfiles import LayerFormatError
 
@@ -318,10 +320,19 @@ class Images:
                 log.info("layer {image_id} cannot be served to V2 clients: {problem}",
                          image_id=image_id, problem=facts.problem)
 
+        def failed(failure: Failure) -> None:
+            if failure.check(StorageUnavailable, KeyNotFound):
+                # The storage failed or the layer went meanwhile: the bridge command (or a
+                # V2 pull) computes them later.
+                log.warn("describing the layer of {image_id} failed: {why}",
+                         image_id=image_id, why=failure.getErrorMessage())
+            else:
+                log.failure("describing the layer of {image_id} failed", failure,
+                            image_id=image_id)
+
         defer.ensureDeferred(fill_layer_facts(
             self._storage, self._reactor, image_id, threading.Event())).addCallbacks(
-            done, lambda failure: log.failure(
-                "describing the layer of {image_id} failed", failure, image_id=image_id))
+            done, failed)
 
     # R8
     async def put_json(
