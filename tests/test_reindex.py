@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+from twisted.internet.defer import ensureDeferred
 
 from tests.server import ROOT
+from tests.threads import InlineThreadsReactor
+from twistreg.oci.uploads import Uploads
+from twistreg.storage.local import LocalStorage
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +48,22 @@ def test_purge_uploads_on_local_storage(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (0, "removed 1 stale upload from local storage\n")
     assert os.listdir(image_dir) == [f".tmp-{os.getpid()}-abc-layer"]
+
+
+def test_purge_uploads_removes_old_v2_sessions(tmp_path):
+    """A V2 upload session older than v2_upload_max_age goes; a fresh one stays."""
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    reactor = InlineThreadsReactor()
+    uploads = Uploads(LocalStorage(str(storage)), reactor)
+    old = ensureDeferred(uploads.start("foo/bar")).result
+    reactor.advance(time.time())
+    fresh = ensureDeferred(uploads.start("foo/bar")).result
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "twistreg", "purge-uploads", "--storage-path", str(storage)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "removed 1 stale upload from local storage\n")
+    assert sorted(os.listdir(storage / "twistreg/v2/uploads")) == [fresh]
+    assert old != fresh
