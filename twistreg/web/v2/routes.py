@@ -68,8 +68,6 @@ class V2Call:
     """One request to a V2 route, its policy's checks passed; C{name} is the repository's."""
 
     request: IRequest
-    registry: Registry
-    policy: Policy
     name: str | None = None
 
     def header(self, name: bytes) -> str | None:
@@ -122,7 +120,7 @@ class V2Routes(PolicyRoutes[Policy]):
 
     async def _checked(self, policy: Policy, request: IRequest, authorization: str | None,
                        arguments: dict[str, Any]) -> V2Call:
-        call = V2Call(request, self.registry, policy)
+        call = V2Call(request)
         name = arguments.pop("name", None)
         if name is not None:
             call.name = parse_name(name)
@@ -145,7 +143,7 @@ class V2Routes(PolicyRoutes[Policy]):
         async def checked_then_handled(request: IRequest, arguments: dict[str, Any]) -> bytes:
             if isinstance(request.content, UploadBody):
                 # A streamed body: checked when it began (open_upload), not again.
-                call = V2Call(request, self.registry, policy, arguments.pop("name", None))
+                call = V2Call(request, arguments.pop("name", None))
             else:
                 values = request.requestHeaders.getRawHeaders(b"Authorization")
                 call = await self._checked(
