@@ -33,6 +33,7 @@ from tests import services
 from tests.backends import LocalTree
 from tests.conftest import _unavailable
 from tests.server import Client, Response, Server
+from tests.test_bridge_v1_to_v2 import BASE, BASE_LAYER, BASE_TAR, CHILD, EMPTY_LAYER, push_v1
 from tests.test_pool import DEBUG_CONFIG
 
 pytestmark = pytest.mark.integration
@@ -612,3 +613,36 @@ def test_oras_artifact_referrer_and_pull(plain, tmp_path):
     assert [entry["digest"] for entry in listed] == [signed.headers["Docker-Content-Digest"]]
     pulled = client.pull(target=f"{target}:v1", outdir=str(tmp_path / "out"))
     assert [Path(path).read_bytes() for path in pulled] == [b"an artifact\n"]
+
+
+# -- the bridge: V1 images over V2 --------------------------------------------------------------
+
+def test_a_v1_push_pulled_by_docker_and_skopeo(docker_daemon, skopeo, tmp_path):
+    """docker 1.x's push sequence, then today's docker and skopeo pull it over V2."""
+    with running_twistreg(tmp_path, tmp_path / "storage") as server:
+        push_v1(server, BASE, BASE_LAYER)
+        push_v1(server, CHILD, EMPTY_LAYER, parent=BASE, command="ENV A=b")
+        assert server.request("PUT", "/v1/repositories/foo/old/tags/latest",
+                              json.dumps(CHILD).encode()).status == 200
+        name = f"127.0.0.1:{server.port}/foo/old:latest"
+        docker = docker_daemon.docker
+        try:
+            finished(docker("pull", name, timeout=CLIENT_TIMEOUT))
+            found = json.loads(finished(docker("image", "inspect", name)))[0]
+            # docker checked every layer's diff id while it unpacked it.
+            assert found["RootFS"]["Layers"] == [digest_of(BASE_TAR)]
+            assert found["Config"]["Cmd"] == ["ENV A=b"]
+        finally:
+            docker("rmi", "--force", name)
+        copied = tmp_path / "copied"
+        skopeo.copy(f"docker://{name}", f"oci:{copied}:latest")
+        assert layout_blobs(copied)[digest_of(BASE_LAYER)] == BASE_LAYER
+
+
+def test_a_v1_push_pulled_over_v2_on_either_storage(skopeo, server, tmp_path):
+    push_v1(server, BASE, BASE_LAYER)
+    assert server.request("PUT", "/v1/repositories/foo/old/tags/1",
+                          json.dumps(BASE).encode()).status == 200
+    copied = tmp_path / "copied"
+    skopeo.copy(f"docker://127.0.0.1:{server.port}/foo/old:1", f"oci:{copied}:1")
+    assert layout_blobs(copied)[digest_of(BASE_LAYER)] == BASE_LAYER

@@ -456,3 +456,16 @@ def upload_chunk_key(upload_id: str, name: str) -> str:
     if upload_chunk_started(name) is None:
         raise ValueError(f"not a chunk name: {name!r}")
     return f"{upload_chunks_key(upload_id)}/{name}"
+
+
+def bridged_blob_key(digest: DigestLike) -> str:
+    """
+    A V1 layer served as a V2 blob: the file holds the V1 image id whose layer the blob is,
+    so that the layer's bytes are never copied into the V2 tree.
+    """
+    return f"{TWISTREG_V2}/bridge/blobs/{digest.algorithm}/{digest.hex}"
+
+
+def bridged_manifest_key(image_id: str) -> str:
+    """The digest of the V2 manifest made for a V1 image (its top layer's image id)."""
+    return f"{TWISTREG_V2}/bridge/images/{image_id}"

@@ -135,12 +135,38 @@ class Repositories:
     # Blobs.
 
     async def _blob_size(self, name: str, digest: Digest) -> int | None:
+        location = await self._blob_location(name, digest)
+        return None if location is None else location[1]
+
+    async def _blob_location(self, name: str, digest: Digest) -> tuple[str, int] | None:
         if not await self._links(layout.layer_link_key(name, digest), digest):
             return None
+        for key in (layout.blob_data_key(digest), await self._bridged_layer_key(digest)):
+            if key is None:
+                continue
+            try:
+                return key, await self._storage.size(key)
+            except KeyNotFound:
+                pass
+        return None
+
+    async def _bridged_layer_key(self, digest: Digest) -> str | None:
+        """The V1 layer file a bridged blob is (L{layout.bridged_blob_key}), if it is one."""
         try:
-            return await self._storage.size(layout.blob_data_key(digest))
+            image_id = (await self._storage.get_content(layout.bridged_blob_key(digest)))
         except KeyNotFound:
             return None
+        text = image_id.decode("ascii", "replace")
+        return layout.image_layer_key(text) if layout.is_image_id(text) else None
+
+    async def blob_location(self, name: str, digest: Digest) -> tuple[str, int] | None:
+        """
+        Where the bytes of a blob of repository C{name} are stored, and their size: its data
+        in the Go tree, or the V1 layer file of a blob the bridge serves; None as for
+        L{blob_size}.
+        """
+        parse_name(name)
+        return await self._blob_location(name, digest)
 
     async def blob_size(self, name: str, digest: Digest) -> int | None:
         """

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from twistreg.layout import blob_data_key
 from twistreg.oci.errors import BlobUnknown, BlobUploadInvalid, DigestInvalid
 from twistreg.oci.names import Digest, parse_digest
 from twistreg.registry.auth import Access
@@ -89,9 +88,10 @@ def add_blob_routes(v2: V2Routes) -> None:
     @v2.route("/v2/<name:name>/blobs/<digest>", "GET", Policy(Access.READ))
     async def get_blob(call: V2Call, digest: str) -> bytes:
         blob = parse_digest(digest)
-        size = await repositories.blob_size(call.name, blob)
-        if size is None:
+        location = await repositories.blob_location(call.name, blob)
+        if location is None:
             raise BlobUnknown(detail={"digest": str(blob)})
+        key, size = location
         request = call.request
 
         def headers(length: int) -> None:
@@ -102,7 +102,7 @@ def add_blob_routes(v2: V2Routes) -> None:
             request.setHeader(b"Accept-Ranges", b"bytes")
             request.setHeader(b"Content-Length", b"%d" % length)
 
-        return await send_stored(request, registry.storage, blob_data_key(blob), size,
+        return await send_stored(request, registry.storage, key, size,
                                  call.header(b"Range"), settings.storage_redirect, headers,
                                  f"blob {blob}")
 

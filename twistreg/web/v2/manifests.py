@@ -10,7 +10,8 @@ import json
 
 from twisted.web.iweb import IRequest
 
-from twistreg.oci.errors import ManifestUnknown
+from twistreg.bridge.v1_to_v2 import V1View
+from twistreg.oci.errors import ManifestUnknown, NameUnknown
 from twistreg.oci.manifests import OCI_INDEX, Manifest
 from twistreg.oci.names import Digest, parse_digest, parse_reference
 from twistreg.registry.auth import Access
@@ -39,11 +40,22 @@ def _manifest_headers(request: IRequest, manifest: Manifest) -> None:
 
 def add_manifest_routes(v2: V2Routes) -> None:
     """Manifests, tags/list and referrers."""
-    repositories = v2.registry.repositories
+    registry = v2.registry
+    repositories = registry.repositories
+    v1_view = V1View(registry.storage, registry.clock, registry.tags, repositories)
 
     @v2.route(_MANIFEST, "GET", Policy(Access.READ))
     async def get_manifest(call: V2Call, reference: str) -> bytes:
-        body, manifest = await repositories.get_manifest(call.name, parse_reference(reference))
+        target = parse_reference(reference)
+        try:
+            body, manifest = await repositories.get_manifest(call.name, target)
+        except (ManifestUnknown, NameUnknown):
+            # Not a V2 tag: a V1 tag of the same repository is served through the bridge.
+            bridged = None if isinstance(target, Digest) else await v1_view.manifest(
+                call.name, target)
+            if bridged is None:
+                raise
+            body, manifest = bridged
         accept = call.request.requestHeaders.getRawHeaders(b"Accept", [])
         if not _acceptable([value.decode("latin-1") for value in accept], manifest.media_type):
             raise ManifestUnknown(
