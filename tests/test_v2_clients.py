@@ -15,11 +15,13 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import socket
 import ssl
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +34,12 @@ import pytest
 from tests import services
 from tests.backends import LocalTree
 from tests.conftest import _unavailable
-from tests.server import Client, Response, Server
+from tests.server import ROOT, Client, Response, Server
 from tests.test_bridge_v1_to_v2 import BASE, BASE_LAYER, BASE_TAR, CHILD, EMPTY_LAYER, push_v1
+from tests.test_compat_091 import BASE as BASE_0_9_1
+from tests.test_compat_091 import CHILD as CHILD_0_9_1
+from tests.test_compat_091 import FILES as FILES_0_9_1
+from tests.test_compat_091 import LAYERS as LAYERS_0_9_1
 from tests.test_pool import DEBUG_CONFIG
 
 pytestmark = pytest.mark.integration
@@ -646,3 +652,29 @@ def test_a_v1_push_pulled_over_v2_on_either_storage(skopeo, server, tmp_path):
     copied = tmp_path / "copied"
     skopeo.copy(f"docker://127.0.0.1:{server.port}/foo/old:1", f"oci:{copied}:1")
     assert layout_blobs(copied)[digest_of(BASE_LAYER)] == BASE_LAYER
+
+
+def test_a_tree_0_9_1_wrote_bridged_then_pulled_over_v2(skopeo, tmp_path):
+    """The bridge command gives the old layers their facts; skopeo then pulls a V1 tag."""
+    storage = tmp_path / "storage"
+    tree = LocalTree(storage)
+    for key, content in FILES_0_9_1.items():
+        tree.write(key, content.encode())
+    for image_id, data in LAYERS_0_9_1.items():
+        tree.write(f"images/{image_id}/layer", data)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+    bridged = subprocess.run(
+        [sys.executable, "-m", "twistreg", "bridge", "--storage-path", str(storage)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert bridged.returncode == 0, bridged.stderr
+    with running_twistreg(tmp_path, storage) as server:
+        copied = tmp_path / "copied"
+        skopeo.copy(f"docker://127.0.0.1:{server.port}/foo/bar:latest", f"oci:{copied}:latest")
+    # skopeo compresses plain tar layers into an oci: layout: the diff ids say they are ours.
+    blobs = layout_blobs(copied)
+    index = json.loads((copied / "index.json").read_bytes())
+    manifest = json.loads(blobs[index["manifests"][0]["digest"]])
+    config = json.loads(blobs[manifest["config"]["digest"]])
+    assert config["rootfs"]["diff_ids"] == [
+        digest_of(LAYERS_0_9_1[image_id]) for image_id in (BASE_0_9_1, CHILD_0_9_1)]
