@@ -286,3 +286,12 @@ def test_only_registry_made_upload_ids_make_keys(text):
     for builder in (upload_state_key, upload_chunks_key):
         with pytest.raises(ValueError):
             builder(text)
+
+
+def test_the_bridge_keys_are_twistregs_own():
+    from twistreg.layout import bridged_blob_key, bridged_manifest_key
+    from twistreg.oci.names import parse_digest
+
+    digest = parse_digest("sha256:" + "ef" * 32)
+    assert bridged_blob_key(digest) == f"twistreg/v2/bridge/blobs/sha256/{'ef' * 32}"
+    assert bridged_manifest_key("a" * 64) == f"twistreg/v2/bridge/images/{'a' * 64}"
