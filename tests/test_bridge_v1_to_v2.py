@@ -142,3 +142,11 @@ def test_a_one_part_v2_name_is_a_library_repository(tmp_path):
         assert running.request("GET", "/v2/busybox/manifests/1", headers=ACCEPT).status == 200
     finally:
         running.close()
+
+
+def test_v1_tags_are_listed_with_the_v2_ones(registry):
+    tag_v1(registry, "old", BASE)
+    assert registry.request("GET", "/v2/foo/bar/tags/list").json() == {
+        "name": "foo/bar", "tags": ["latest", "old"]}
+    assert registry.request("GET", "/v2/foo/bar/tags/list?n=1").json()["tags"] == ["latest"]
+    assert registry.request("GET", "/v2/foo/none/tags/list").status == 404

@@ -123,6 +123,15 @@ class V1View:
                                         str(manifest.digest).encode())
         return body, manifest
 
+    async def tags(self, name: str) -> list[str] | None:
+        """The V1 tags of repository C{name}; None when V1 has no such repository."""
+        try:
+            repository = layout.parse_repository(name)
+        except RegistryError:
+            return None
+        tags = await self._tags.list_tags(repository)
+        return None if tags is None else sorted(tags)
+
     async def _made(self, name: str, image_id: str) -> tuple[bytes, Manifest] | None:
         """The manifest made before for this V1 image, when repository C{name} has it."""
         try:

@@ -11,7 +11,7 @@ import json
 from twisted.web.iweb import IRequest
 
 from twistreg.bridge.v1_to_v2 import V1View
-from twistreg.oci.errors import ManifestUnknown, NameUnknown
+from twistreg.oci.errors import ManifestUnknown, NameUnknown, quoted
 from twistreg.oci.manifests import OCI_INDEX, Manifest
 from twistreg.oci.names import Digest, parse_digest, parse_reference
 from twistreg.registry.auth import Access
@@ -91,7 +91,15 @@ def add_manifest_routes(v2: V2Routes) -> None:
 
     @v2.route("/v2/<name:name>/tags/list", "GET", Policy(Access.READ))
     async def list_tags(call: V2Call) -> bytes:
-        tags = await repositories.tags(call.name)
+        try:
+            tags = await repositories.tags(call.name)
+        except NameUnknown:
+            tags = None
+        v1_tags = await v1_view.tags(call.name)
+        if tags is None and v1_tags is None:
+            raise NameUnknown(f"repository {quoted(call.name)} unknown")
+        # One list of names: a V1 tag is pulled through the bridge when V2 has none.
+        tags = sorted(set(tags or ()) | set(v1_tags or ()))
         return json_answer(call.request, {
             "name": call.name, "tags": page(call, tags, f"/v2/{call.name}/tags/list")})
 
