@@ -23,7 +23,7 @@ from twistreg.checksums import GZIP_LAYER, LayerFacts
 from twistreg.errors import RegistryError
 from twistreg.oci.errors import ManifestUnknown
 from twistreg.oci.manifests import DOCKER_MANIFEST, OCI_MANIFEST, Manifest
-from twistreg.oci.names import Digest, parse_digest
+from twistreg.oci.names import Digest, is_tag, parse_digest
 from twistreg.oci.repositories import Repositories
 from twistreg.registry.documents import parse_json
 from twistreg.registry.layerfacts import fill_layer_facts, read_layer_facts
@@ -124,13 +124,16 @@ class V1View:
         return body, manifest
 
     async def tags(self, name: str) -> list[str] | None:
-        """The V1 tags of repository C{name}; None when V1 has no such repository."""
+        """
+        The V1 tags of repository C{name} that are V2 tags too (V1 took any name); None when
+        V1 has no such repository.
+        """
         try:
             repository = layout.parse_repository(name)
         except RegistryError:
             return None
         tags = await self._tags.list_tags(repository)
-        return None if tags is None else sorted(tags)
+        return None if tags is None else sorted(tag for tag in tags if is_tag(tag))
 
     async def _made(self, name: str, image_id: str) -> tuple[bytes, Manifest] | None:
         """The manifest made before for this V1 image, when repository C{name} has it."""
