@@ -41,13 +41,19 @@ def test_purge_uploads_on_local_storage(tmp_path):
     image_dir.mkdir(parents=True)
     (image_dir / ".tmp-999999999-abc-layer").write_bytes(b"half")
     (image_dir / f".tmp-{os.getpid()}-abc-layer").write_bytes(b"in flight")
+    assert purge_uploads(tmp_path, storage) == "removed 1 stale upload from local storage\n"
+    assert os.listdir(image_dir) == [f".tmp-{os.getpid()}-abc-layer"]
+
+
+def purge_uploads(tmp_path, storage) -> str:
+    """What C{python -m twistreg purge-uploads} prints; it must succeed."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("DOCKER_REGISTRY_CONFIG", None)
     result = subprocess.run(
         [sys.executable, "-m", "twistreg", "purge-uploads", "--storage-path", str(storage)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert (result.returncode, result.stdout) == (0, "removed 1 stale upload from local storage\n")
-    assert os.listdir(image_dir) == [f".tmp-{os.getpid()}-abc-layer"]
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_purge_uploads_removes_old_v2_sessions(tmp_path):
@@ -59,11 +65,6 @@ def test_purge_uploads_removes_old_v2_sessions(tmp_path):
     old = ensureDeferred(uploads.start("foo/bar")).result
     reactor.advance(time.time())
     fresh = ensureDeferred(uploads.start("foo/bar")).result
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("DOCKER_REGISTRY_CONFIG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "twistreg", "purge-uploads", "--storage-path", str(storage)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert (result.returncode, result.stdout) == (0, "removed 1 stale upload from local storage\n")
+    assert purge_uploads(tmp_path, storage) == "removed 1 stale upload from local storage\n"
     assert sorted(os.listdir(storage / "twistreg/v2/uploads")) == [fresh]
     assert old != fresh
