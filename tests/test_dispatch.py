@@ -124,3 +124,13 @@ def test_a_renderer_that_breaks_leaves_the_request_to_processing_failed():
     assert transport.value().startswith(b"HTTP/1.1 500 ")
     errors_logged = [f for f in errors.rendered if f.check(ZeroDivisionError)]
     assert len(errors_logged) == 1
+
+
+def test_an_answer_that_comes_after_the_client_left_is_dropped():
+    routes, errors = Routes(), Errors()
+    routes.answer_with = later = defer.Deferred(lambda d: None)
+    protocol, transport = connect(routes, errors)
+    get(protocol)
+    protocol.connectionLost(Failure(ConnectionDone()))
+    # Cancelled: the Deferred failed with CancelledError, which nobody is left to hear.
+    assert later.called and errors.rendered == [] and transport.value() == b""

@@ -51,25 +51,32 @@ class RoutedResource(Resource):
         except Exception:
             result = Failure()
         if isinstance(result, defer.Deferred):
-            result.addCallbacks(self._write, self._failed, (request,), None, (request,))
+            # Set when the client goes away first: nobody is left to answer.
+            gone: list[bool] = []
+            result.addCallbacks(self._write, self._failed, (request, gone), None,
+                                (request, gone))
             if not request.finished:
-                # A client that goes away cancels the work done for it.
-                request.notifyFinish().addErrback(lambda _: result.cancel())
+
+                def went_away(_: Failure) -> None:
+                    gone.append(True)
+                    result.cancel()  # the work done for that client stops
+
+                request.notifyFinish().addErrback(went_away)
         elif isinstance(result, Failure):
-            self._failed(result, request)
+            self._failed(result, request, [])
         else:
-            self._write(result, request)
+            self._write(result, request, [])
         return NOT_DONE_YET
 
-    def _write(self, body: bytes | None, request: IRequest) -> None:
-        if request.finished or getattr(request, "_disconnected", False):
+    def _write(self, body: bytes | None, request: IRequest, gone: list[bool]) -> None:
+        if request.finished or gone:
             return
         if body:
             request.write(body)
         request.finish()
 
-    def _failed(self, failure: Failure, request: IRequest) -> None:
-        if request.finished or getattr(request, "_disconnected", False):
+    def _failed(self, failure: Failure, request: IRequest, gone: list[bool]) -> None:
+        if request.finished or gone:
             if not failure.check(defer.CancelledError):
                 log.failure("error after the answer to {method} {uri}", failure,
                             method=request.method, uri=request.uri)
@@ -83,4 +90,4 @@ class RoutedResource(Resource):
             request.processingFailed(Failure())
             return
         if body is not None:
-            self._write(body, request)
+            self._write(body, request, gone)
