@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import quote
 
 import pytest
 
@@ -298,3 +299,14 @@ def test_a_manifest_read_once_is_kept_but_its_repository_is_asked_every_time(reg
     assert registry.request("GET", f"/v2/other/manifests/{digest}").status == 404
     assert registry.request("DELETE", f"/v2/{NAME}/manifests/{digest}").status == 202
     assert registry.request("GET", f"/v2/{NAME}/manifests/{digest}").status == 404
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 5000, "-1", "1.5", ""])
+def test_numbers_a_client_writes_oddly_are_refused_in_json(registry, value):
+    push_image(registry)
+    listed = registry.request("GET", f"/v2/{NAME}/tags/list?n={quote(value)}")
+    assert listed.status == 400 and errors(listed) == ["PAGINATION_NUMBER_INVALID"]
+    location = registry.request("POST", f"/v2/{NAME}/blobs/uploads/").headers["Location"]
+    patched = registry.request("PATCH", location, b"x", {
+        "Content-Range": f"{value}-{value}".encode("latin-1", "replace").decode("latin-1")})
+    assert patched.status == 400 and errors(patched) == ["BLOB_UPLOAD_INVALID"]

@@ -14,7 +14,7 @@ from twisted.web.iweb import IRequest
 
 from twistreg.oci.errors import OCIError
 from twistreg.registry.auth import Access
-from twistreg.web.v2.routes import Policy, V2Call, V2Routes
+from twistreg.web.v2.routes import Policy, V2Call, V2Routes, decimal
 
 
 def json_answer(request: IRequest, value: Any, status: int = 200) -> bytes:
@@ -40,10 +40,10 @@ def page(call: V2Call, entries: list[str], path: str) -> list[str]:
         entries = [entry for entry in entries if entry > last]
     if count is None:
         return entries
-    if not count.isdigit() or len(count) > 9:
+    limit = decimal(count)
+    if limit is None:
         raise OCIError(400, "PAGINATION_NUMBER_INVALID",
                        "n must be a non-negative integer", detail={"n": count})
-    limit = int(count)
     if len(entries) > limit and limit > 0:
         shown = entries[:limit]
         link = f"<{path}?n={limit}&last={quote(shown[-1], safe='')}>; rel=\"next\""

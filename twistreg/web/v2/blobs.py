@@ -17,7 +17,7 @@ from twistreg.oci.names import Digest, parse_digest
 from twistreg.registry.auth import Access
 from twistreg.web.body import UploadBody, store_buffered
 from twistreg.web.layers import send_stored
-from twistreg.web.v2.routes import Policy, V2Call, V2Routes
+from twistreg.web.v2.routes import Policy, V2Call, V2Routes, decimal
 
 _UPLOADS = "/v2/<name:name>/blobs/uploads/"
 _UPLOAD = "/v2/<name:name>/blobs/uploads/<upload_id>"
@@ -62,10 +62,11 @@ def _chunk_start(call: V2Call) -> int | None:
     value = call.header(b"Content-Range")
     if value is None:
         return None
-    start, dash, end = value.strip().removeprefix("bytes ").partition("-")
-    if not (dash and start.isdigit() and end.isdigit()) or int(end) < int(start):
-        raise BlobUploadInvalid(f"invalid Content-Range {value!r}: <start>-<end> expected")
-    return int(start)
+    start_text, _, end_text = value.strip().removeprefix("bytes ").partition("-")
+    start, end = decimal(start_text), decimal(end_text)
+    if start is None or end is None or end < start:
+        raise BlobUploadInvalid(f"invalid Content-Range {value[:80]!r}: <start>-<end> expected")
+    return start
 
 
 async def _commit(call: V2Call, open_sink: Any) -> Any:

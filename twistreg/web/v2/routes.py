@@ -7,6 +7,7 @@ route's own steps.  Every answer under C{/v2/} carries C{Docker-Distribution-API
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -89,6 +90,17 @@ class V2Call:
 
 
 Handler = Callable[..., Awaitable[bytes]]
+
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+
+
+def decimal(text: str) -> int | None:
+    """
+    A non-negative number a client wrote in a query or header, or None: ASCII digits only
+    (C{str.isdigit} takes C{"²"}, which C{int} refuses) and few enough of them (C{int}
+    refuses thousands).
+    """
+    return int(text) if _DECIMAL.fullmatch(text) else None
 
 
 class V2Routes(PolicyRoutes[Policy]):
