@@ -839,3 +839,13 @@ def test_load_application_errors_name_what_was_loaded(name: str, message: str) -
     with pytest.raises(ConfigError) as caught:
         config.load_application(name, "worker application")
     assert str(caught.value) == message
+
+
+def test_bridge_platform(tmp_path: Path) -> None:
+    """V1 clients get linux/amd64 of a V2 index unless the flavor names another platform."""
+    assert load(write(tmp_path, "dev: {}\n")).bridge_platform == ("linux", "amd64")
+    given = write(tmp_path, "dev:\n  bridge_platform: linux/arm64/v8\n")
+    assert load(given).bridge_platform == ("linux", "arm64", "v8")
+    for bad in ("linux", "linux/amd64/v8/x", "Linux/AMD64", 5):
+        with pytest.raises(ConfigError, match="bridge_platform must be os/architecture"):
+            load(write(tmp_path, f"dev:\n  bridge_platform: {bad}\n"))

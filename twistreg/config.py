@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import ipaddress
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -48,6 +49,8 @@ DEFAULT_REDIRECT_EXPIRES = 1200.0
 DEFAULT_UPLOAD_MAX_AGE = 86400.0
 DEFAULT_CACHE_TTL = 3600.0
 SUPPORTED_STORAGE = ("local", "s3")
+# The entry of a V2 index that V1 clients get, as os/architecture[/variant].
+DEFAULT_BRIDGE_PLATFORM = ("linux", "amd64")
 
 # The settings used when no config file is found (the "built-in" column of §10.2). Every key
 # not listed here has the same built-in and "absent" value, so this mapping is simply loaded as
@@ -205,6 +208,8 @@ class Settings:
         file was found).
     @ivar v2: whether the V2 API (C{/v2/}) is served.
     @ivar v2_upload_max_age: seconds after which an unfinished V2 upload session is removed.
+    @ivar bridge_platform: the entry of a V2 index that V1 clients are served: os,
+        architecture and, when given, variant.
     """
 
     flavor: str
@@ -234,6 +239,7 @@ class Settings:
     raw: Mapping[str, Any]
     v2: bool = True
     v2_upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE
+    bridge_platform: tuple[str, ...] = DEFAULT_BRIDGE_PLATFORM
 
 
 _SERVER_OVERRIDES = frozenset(f"server.{field.name}" for field in attrs.fields(ServerSettings))
@@ -565,6 +571,7 @@ def _build(
         v2=raw.get("v2") is None or bool(raw.get("v2")),
         v2_upload_max_age=_seconds_or("config key v2_upload_max_age",
                                       raw.get("v2_upload_max_age"), DEFAULT_UPLOAD_MAX_AGE),
+        bridge_platform=_platform("config key bridge_platform", raw.get("bridge_platform")),
     )
 
 
@@ -785,6 +792,17 @@ def _seconds(label: str, value: Any) -> float:
     if number is None or not number >= 0 or number == float("inf"):
         raise ConfigError(f"{label} must be a number of seconds >= 0, not {value!r}")
     return number
+
+
+def _platform(label: str, value: Any) -> tuple[str, ...]:
+    """C{os/architecture} or C{os/architecture/variant}, as docker's C{--platform} takes it."""
+    if value is None:
+        return DEFAULT_BRIDGE_PLATFORM
+    parts = tuple(value.split("/")) if isinstance(value, str) else ()
+    if len(parts) not in (2, 3) or not all(re.fullmatch(r"[a-z0-9_.-]+", p) for p in parts):
+        raise ConfigError(f"{label} must be os/architecture[/variant], such as linux/arm64/v8;"
+                          f" got {value!r}")
+    return parts
 
 
 def _listen(label: str, value: Any) -> tuple[str, ...]:
