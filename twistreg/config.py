@@ -24,6 +24,8 @@ import attrs
 import yaml
 from twisted.logger import Logger
 
+from twistreg.htpasswd import HtpasswdError, read_htpasswd
+
 log = Logger()
 
 SYSTEM_CONFIG_PATH = "/etc/twistreg/config.yml"
@@ -49,6 +51,10 @@ DEFAULT_REDIRECT_EXPIRES = 1200.0
 DEFAULT_UPLOAD_MAX_AGE = 86400.0
 DEFAULT_CACHE_TTL = 3600.0
 SUPPORTED_STORAGE = ("local", "s3")
+#: The realm of the password challenge when C{auth.htpasswd.realm} is not set.
+DEFAULT_REALM = "twistreg"
+# A realm goes between quotes in WWW-Authenticate: printable ASCII, no quote or backslash.
+_REALM = re.compile(r'[ !#-\[\]-~]+')
 # The entry of a V2 index that V1 clients get, as os/architecture[/variant].
 DEFAULT_BRIDGE_PLATFORM = ("linux", "amd64")
 
@@ -184,6 +190,23 @@ class RedisSettings:
 
 
 @attrs.frozen
+class PasswordSettings:
+    """
+    C{auth: {htpasswd: ...}}: the users who may use the registry (docs/configuration.md).
+
+    @ivar path: the htpasswd file, read when the configuration is loaded (start and HUP).
+    @ivar realm: the realm of the C{Basic} challenge.
+    @ivar readers: the users who may only read.
+    @ivar users: each user's bcrypt hash, from the file.
+    """
+
+    path: str
+    realm: str = DEFAULT_REALM
+    readers: frozenset[str] = frozenset()
+    users: Mapping[str, bytes] = attrs.field(factory=dict, repr=False)
+
+
+@attrs.frozen
 class Settings:
     """
     Everything the registry needs from its configuration, validated once at load time.
@@ -208,6 +231,8 @@ class Settings:
         file was found).
     @ivar v2: whether the V2 API (C{/v2/}) is served.
     @ivar v2_upload_max_age: seconds after which an unfinished V2 upload session is removed.
+    @ivar readonly: every write is refused; reads go on.
+    @ivar passwords: the htpasswd users, or C{None} when C{auth} is not set.
     @ivar bridge_platform: the entry of a V2 index that V1 clients are served: os,
         architecture and, when given, variant.
     """
@@ -240,6 +265,8 @@ class Settings:
     v2: bool = True
     v2_upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE
     bridge_platform: tuple[str, ...] = DEFAULT_BRIDGE_PLATFORM
+    readonly: bool = False
+    passwords: PasswordSettings | None = None
 
 
 _SERVER_OVERRIDES = frozenset(f"server.{field.name}" for field in attrs.fields(ServerSettings))
@@ -572,6 +599,8 @@ def _build(
         v2_upload_max_age=_seconds_or("config key v2_upload_max_age",
                                       raw.get("v2_upload_max_age"), DEFAULT_UPLOAD_MAX_AGE),
         bridge_platform=_platform("config key bridge_platform", raw.get("bridge_platform")),
+        readonly=bool(raw.get("readonly")),
+        passwords=_passwords(_section(raw, "auth")),
     )
 
 
@@ -636,6 +665,39 @@ def _server(section: Mapping[Any, Any], given: Mapping[str, Any]) -> ServerSetti
                  else _integer(threads_label, threads, minimum=1)),
         trusted_proxies=_proxies(proxies_label, proxies),
     )
+
+
+def _passwords(section: Mapping[Any, Any]) -> PasswordSettings | None:
+    """
+    C{auth:}: its one kind, C{htpasswd}, with the file read now, so that a start or a reload
+    with a file that cannot be used stops with one line.
+    """
+    kinds = sorted(str(name) for name in section if name != "htpasswd")
+    if kinds:
+        raise ConfigError(f"config key auth.{kinds[0]} is not supported (supported: htpasswd)")
+    if "htpasswd" not in section:
+        return None
+    htpasswd = _section(section, "htpasswd")
+    path = _text("config key auth.htpasswd.path", htpasswd.get("path"))
+    if not path:
+        raise ConfigError("config key auth.htpasswd.path must name the htpasswd file")
+    realm = _text("config key auth.htpasswd.realm", htpasswd.get("realm")) or DEFAULT_REALM
+    if not _REALM.fullmatch(realm):
+        raise ConfigError(f"config key auth.htpasswd.realm must be printable text without"
+                          f" quotes or backslashes, not {realm!r}")
+    readers = htpasswd.get("readers") or ()
+    if isinstance(readers, str) or not isinstance(readers, (list, tuple)) or not all(
+            isinstance(reader, str) for reader in readers):
+        raise ConfigError(f"config key auth.htpasswd.readers must be a list of user names,"
+                          f" not {readers!r}")
+    try:
+        users = read_htpasswd(path)
+    except HtpasswdError as error:
+        raise ConfigError(str(error)) from None
+    for reader in sorted(set(readers) - set(users)):
+        log.warn("auth.htpasswd.readers: user {user!r} is not in {path}", user=reader, path=path)
+    return PasswordSettings(path=path, realm=realm, readers=frozenset(readers),
+                            users=MappingProxyType(dict(users)))
 
 
 def _section(raw: Mapping[Any, Any], name: str) -> Mapping[Any, Any]:
