@@ -469,3 +469,22 @@ def bridged_blob_key(digest: DigestLike) -> str:
 def bridged_manifest_key(image_id: str) -> str:
     """The digest of the V2 manifest made for a V1 image (its top layer's image id)."""
     return f"{TWISTREG_V2}/bridge/images/{image_id}"
+
+
+#: What twistreg keeps beside the 0.9.1 tree: the V1 view of V2 images. 0.9.1 never reads it.
+TWISTREG_V1 = "twistreg/v1"
+#: The directory holding one directory per V1 image made for a layer of a V2 image.
+BRIDGED_IMAGES = f"{TWISTREG_V1}/bridge/images"
+
+
+def bridged_image_key(image_id: str) -> str:
+    """
+    A V1 image made for a layer of a V2 image: its json, ancestry and layer blob, and the
+    V2 repository and manifest it was made from.
+    """
+    return f"{BRIDGED_IMAGES}/{image_id}/image"
+
+
+def bridged_checksum_key(image_id: str) -> str:
+    """The payload checksum of such an image, computed when a V1 client first asks for it."""
+    return f"{BRIDGED_IMAGES}/{image_id}/_checksum"

@@ -22,17 +22,20 @@ from twistreg import layout
 from twistreg.checksums import GZIP_LAYER, LayerFacts
 from twistreg.errors import RegistryError
 from twistreg.oci.errors import ManifestUnknown
-from twistreg.oci.manifests import DOCKER_MANIFEST, OCI_MANIFEST, Manifest
+from twistreg.oci.manifests import (
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_GZIP_LAYER,
+    OCI_MANIFEST,
+    Manifest,
+)
 from twistreg.oci.names import Digest, is_tag, parse_digest
 from twistreg.oci.repositories import Repositories
 from twistreg.registry.documents import parse_json
 from twistreg.registry.layerfacts import fill_layer_facts, read_layer_facts
 from twistreg.registry.tags import Tags
 from twistreg.storage.interface import IStorage, KeyNotFound
-
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 #: What a V1 image json holds that an image config does not (docker drops the same).
 _V1_ONLY = ("id", "parent", "Size", "parent_id", "layer_id", "throwaway", "checksum")

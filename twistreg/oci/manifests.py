@@ -22,6 +22,11 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+#: Image configs: what makes a manifest an image a container runs (else an artifact).
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+#: A gzip layer in an OCI manifest (Docker schema2 names it L{checksums.GZIP_LAYER}).
+OCI_GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 #: The config of an artifact that has none (the image spec's empty descriptor: C{{}}).
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 

@@ -52,6 +52,11 @@ def parse_name(text: str) -> str:
     return text
 
 
+def is_name(text: str) -> bool:
+    """Whether C{text} is a repository name L{parse_name} takes."""
+    return len(text) <= NAME_LIMIT and _NAME.fullmatch(text) is not None
+
+
 def is_tag(text: str) -> bool:
     """Whether C{text} is a tag: a letter, digit or C{_}, then up to 127 of those, C{.} or C{-}."""
     return _TAG.fullmatch(text) is not None

@@ -25,7 +25,6 @@ from twistreg.oci.errors import (
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestUnknown,
-    NameInvalid,
     NameUnknown,
     quoted,
 )
@@ -35,7 +34,7 @@ from twistreg.oci.manifests import (
     parse_stored_manifest,
     referrer_descriptor,
 )
-from twistreg.oci.names import Digest, is_tag, parse_digest, parse_name
+from twistreg.oci.names import Digest, is_name, is_tag, parse_digest, parse_name
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import IStorage, KeyNotFound
 
@@ -68,14 +67,6 @@ def _require_tag(tag: str) -> None:
         raise ManifestUnknown(f"invalid tag {quoted(tag)}")
 
 
-def _is_name(text: str) -> bool:
-    try:
-        parse_name(text)
-    except NameInvalid:
-        return False
-    return True
-
-
 def _is_repository(entries: list[str]) -> bool:
     """Whether a directory with these entries is a repository (as the Go registry sees it)."""
     return layout.V2_LAYERS in entries or layout.V2_MANIFESTS in entries
@@ -104,8 +95,15 @@ class Repositories:
     here, as they become keys.
     """
 
-    def __init__(self, storage: IStorage) -> None:
+    def __init__(self, storage: IStorage,
+                 before_tag: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+        """
+        @param before_tag: what a manifest PUT by tag calls, once the manifest is stored
+            and before the tag is written (the V1 tag of that name goes:
+            L{twistreg.bridge.tagspace}).
+        """
         self._storage = storage
+        self._before_tag = before_tag
         #: Manifests by digest, bytes and parse: what a digest names never changes (whether
         #: a repository has it is asked of storage every time).
         self._manifests = BoundedLRU(MANIFESTS_BUDGET)
@@ -141,6 +139,14 @@ class Repositories:
     async def _blob_location(self, name: str, digest: Digest) -> tuple[str, int] | None:
         if not await self._links(layout.layer_link_key(name, digest), digest):
             return None
+        return await self.stored_location(digest)
+
+    async def stored_location(self, digest: Digest) -> tuple[str, int] | None:
+        """
+        Where the bytes of a blob are stored, and their size, whichever repository links it:
+        its data in the Go tree, or the V1 layer file of a blob the bridge serves; None when
+        neither is there.
+        """
         for key in (layout.blob_data_key(digest), await self._bridged_layer_key(digest)):
             if key is None:
                 continue
@@ -203,7 +209,7 @@ class Repositories:
             which ignores a C{from} it cannot parse.
         """
         parse_name(name)
-        if not _is_name(source):
+        if not is_name(source):
             return None
         size = await self._blob_size(source, digest)
         if size is not None:
@@ -269,6 +275,8 @@ class Repositories:
                 layout.referrer_key(name, manifest.subject.digest, digest), entry.encode()
             )
         if isinstance(reference, str):
+            if self._before_tag is not None:
+                await self._before_tag(name, reference)
             await self._link(layout.v2_tag_index_key(name, reference, digest), digest)
             await self._link(layout.v2_tag_current_key(name, reference), digest)
         return manifest
@@ -371,6 +379,11 @@ class Repositories:
         )
         return [(tag, current) for tag, current in zip(tags, currents) if current is not None]
 
+    async def current_tags(self, name: str) -> list[tuple[str, Digest]]:
+        """The tags of repository C{name}, sorted, with the digests they name now."""
+        parse_name(name)
+        return await self._current_links(name)
+
     async def delete_tag(self, name: str, tag: str) -> None:
         """
         Remove a tag (its current link and its history); the manifest stays.
@@ -434,7 +447,7 @@ class Repositories:
                     names.append(prefix)
                 for entry in entries:
                     child = f"{prefix}/{entry}" if prefix else entry
-                    if layout.is_v2_name_component(entry) and _is_name(child):
+                    if layout.is_v2_name_component(entry) and is_name(child):
                         below.append(child)
             level = below
         return sorted(names)

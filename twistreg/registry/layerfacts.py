@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from typing import BinaryIO, Protocol
 
 from twisted.internet import threads
 from twisted.internet.interfaces import IReactorThreads
@@ -32,6 +33,12 @@ from twistreg.storage.interface import IStorage, KeyNotFound
 log = Logger()
 
 _READ_SIZE = 1 << 20
+
+
+class Fed(Protocol):
+    """What reads a stored value through: a hasher."""
+
+    def update(self, chunk: bytes) -> None: ...
 
 
 async def read_layer_facts(storage: IStorage, image_id: str) -> LayerFacts | None:
@@ -101,18 +108,35 @@ async def fill_layer_facts(
     except KeyNotFound:
         return Outcome.NO_LAYER, None
 
-    def read() -> LayerFacts:
-        hasher = LayerFactsHasher()
-        with layer:
-            while chunk := layer.read(_READ_SIZE):
-                if stopping.is_set():
-                    raise Stopped()
-                hasher.update(chunk)
-        return hasher.facts()
-
-    facts = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), read)
+    hasher = LayerFactsHasher()
+    await _hash_file(reactor, layer, hasher, stopping)
+    facts = hasher.facts()
     present = await read_layer_facts(storage, image_id)
     if present is not None:
         return Outcome.PRESENT, present
     await storage.put_content(image_layer_facts_key(image_id), facts.to_json())
     return Outcome.WRITTEN, facts
+
+
+async def hash_stored(storage: IStorage, reactor: IReactorThreads, key: str, hasher: Fed,
+                      stopping: threading.Event | None = None) -> None:
+    """
+    Feed the value of C{key} to C{hasher}, read once, a MiB at a time, in the reactor's
+    thread pool.
+
+    @raise KeyNotFound: there is no such value.
+    @raise Stopped: C{stopping} was set while it was read.
+    """
+    await _hash_file(reactor, await storage.open_file(key), hasher, stopping)
+
+
+async def _hash_file(reactor: IReactorThreads, file: BinaryIO, hasher: Fed,
+                     stopping: threading.Event | None) -> None:
+    def read() -> None:
+        with file:
+            while chunk := file.read(_READ_SIZE):
+                if stopping is not None and stopping.is_set():
+                    raise Stopped()
+                hasher.update(chunk)
+
+    await threads.deferToThreadPool(reactor, reactor.getThreadPool(), read)
