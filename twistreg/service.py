@@ -21,6 +21,9 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 
+from twistreg.bridge.tagspace import TagSpace
+from twistreg.bridge.v1_to_v2 import V1View
+from twistreg.bridge.v2_to_v1 import V2View
 from twistreg.config import (
     ConfigError,
     Settings,
@@ -81,18 +84,20 @@ def build_registry(settings: Settings, reactor) -> Registry:
         mirror = Mirror(settings.mirroring_source, settings.mirroring_source_index, http,
                         reactor, storage, settings.mirroring_timeout)
     search = open_search_index(settings, reactor)
+    if not settings.v2:
+        return Registry(settings=settings, storage=storage, auth=auth,
+                        images=Images(storage, reactor, auth), tags=Tags(storage, reactor, search),
+                        index=Index(storage, search), clock=reactor, mirror=mirror, search=search)
+    # One tag namespace for both protocols, and each served what the other pushed.
+    tag_space = TagSpace(storage)
+    repositories = Repositories(storage, before_tag=tag_space.before_v2_tag)
+    tags = Tags(storage, reactor, search, before_tag=tag_space.before_v1_tag)
     return Registry(
-        settings=settings,
-        storage=storage,
-        auth=auth,
-        images=Images(storage, reactor, auth),
-        tags=Tags(storage, reactor, search),
-        index=Index(storage, search),
-        clock=reactor,
-        mirror=mirror,
-        search=search,
-        repositories=Repositories(storage) if settings.v2 else None,
-        uploads=Uploads(storage, reactor) if settings.v2 else None,
+        settings=settings, storage=storage, auth=auth, images=Images(storage, reactor, auth),
+        tags=tags, index=Index(storage, search), clock=reactor, mirror=mirror, search=search,
+        repositories=repositories, uploads=Uploads(storage, reactor),
+        v1_view=V1View(storage, reactor, tags, repositories),
+        v2_view=V2View(storage, reactor, repositories, settings.bridge_platform),
     )
 
 

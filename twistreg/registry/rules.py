@@ -8,6 +8,8 @@ from __future__ import annotations
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
+from twistreg.bridge.v1_to_v2 import V1View
+from twistreg.bridge.v2_to_v1 import V2View
 from twistreg.config import Settings
 from twistreg.oci.repositories import Repositories
 from twistreg.oci.uploads import Uploads
@@ -29,6 +31,8 @@ class Registry:
     @ivar search: the search index, when search is on.
     @ivar repositories: the V2 repositories, when the V2 API is on.
     @ivar uploads: the V2 upload sessions, when the V2 API is on.
+    @ivar v1_view: V1 tags served to V2 clients, when the V2 API is on.
+    @ivar v2_view: V2 tags served to V1 clients, when the V2 API is on.
     """
 
     settings: Settings
@@ -42,3 +46,5 @@ class Registry:
     search: SearchIndex | None = None
     repositories: Repositories | None = None
     uploads: Uploads | None = None
+    v1_view: V1View | None = None
+    v2_view: V2View | None = None

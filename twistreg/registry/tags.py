@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -66,6 +67,18 @@ def _is_tag_value(content: bytes) -> bool:
     return not content.lstrip().startswith(b"{")
 
 
+async def remove_tag(storage: IStorage, repository: Repository, tag: str) -> None:
+    """Remove a tag and its metadata (the repository's too, for C{latest})."""
+    await storage.remove(tag_key(repository, tag))
+    await storage.remove(tag_json_key(repository, tag))
+    if tag == "latest":
+        await storage.remove(repository_json_key(repository))
+
+
+#: Called by a tag PUT once its checks passed, before the tag is written.
+BeforeTag = Callable[[Repository, str], Awaitable[None]]
+
+
 class Tags:
     """
     The repository routes' rules over one storage.
@@ -74,14 +87,18 @@ class Tags:
 
     @param clock: gives R13's C{last_update}.
     @param search: the search index tags register repositories in, if search is on.
+    @param before_tag: what R13 calls before it writes a tag (the V2 tag of that name
+        goes: L{twistreg.bridge.tagspace}).
     """
 
     def __init__(
-        self, storage: IStorage, clock: IReactorTime, search: SearchIndex | None = None
+        self, storage: IStorage, clock: IReactorTime, search: SearchIndex | None = None,
+        before_tag: BeforeTag | None = None,
     ) -> None:
         self._storage = storage
         self._clock = clock
         self._search = search
+        self._before_tag = before_tag
 
     async def _list(self, repository: Repository) -> dict[str, str]:
         """The R11 listing: decoded tag name → image id."""
@@ -144,6 +161,8 @@ class Tags:
         if not await self._storage.exists(image_json_key(image_id)):
             raise RegistryError(404, "Image not found")
         metadata = json.dumps(tag_metadata(user_agent, self._clock.seconds())).encode()
+        if self._before_tag is not None:
+            await self._before_tag(repository, tag)
         await self._storage.put_content(tag_key(repository, tag), image_id.encode("utf-8"))
         await self._storage.put_content(tag_json_key(repository, tag), metadata)
         if tag == "latest":
@@ -156,20 +175,15 @@ class Tags:
         """R14: remove a tag and its metadata."""
         if not await self._storage.exists(tag_key(repository, tag)):
             raise RegistryError(404, f"Tag not found: {tag}")
-        await self._remove_tag(repository, tag)
+        await remove_tag(self._storage, repository, tag)
 
-    async def _remove_tag(self, repository: Repository, tag: str) -> None:
-        await self._storage.remove(tag_key(repository, tag))
-        await self._storage.remove(tag_json_key(repository, tag))
-        if tag == "latest":
-            await self._storage.remove(repository_json_key(repository))
 
     # R15
     async def delete_repository(self, repository: Repository) -> None:
         """R15: remove every tag, then the whole repository directory (images stay)."""
         await self._require_repository(repository)
         for tag in await self._list(repository):
-            await self._remove_tag(repository, tag)
+            await remove_tag(self._storage, repository, tag)
         await self._storage.remove_tree(repository.directory)
         if self._search is not None:
             await self._search.remove(repository.key)

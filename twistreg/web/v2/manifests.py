@@ -10,7 +10,6 @@ import json
 
 from twisted.web.iweb import IRequest
 
-from twistreg.bridge.v1_to_v2 import V1View
 from twistreg.oci.errors import ManifestUnknown, NameUnknown, quoted
 from twistreg.oci.manifests import OCI_INDEX, Manifest
 from twistreg.oci.names import Digest, parse_digest, parse_reference
@@ -42,7 +41,7 @@ def add_manifest_routes(v2: V2Routes) -> None:
     """Manifests, tags/list and referrers."""
     registry = v2.registry
     repositories = registry.repositories
-    v1_view = V1View(registry.storage, registry.clock, registry.tags, repositories)
+    v1_view = registry.v1_view
 
     @v2.route(_MANIFEST, "GET", Policy(Access.READ))
     async def get_manifest(call: V2Call, reference: str) -> bytes:
