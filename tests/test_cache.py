@@ -87,6 +87,9 @@ def test_wrapper_provides_and_delegates_what_the_driver_does(tmp_path) -> None:
         assert verifyObject(interface, cached)
     assert cached.name == "local"
     assert cached.check_writable.__self__ is backend
+    backend.put_content("images/a/json", b"{}")
+    os.utime(tmp_path / "images/a/json", (1000000000, 1000000000))
+    assert cached.modified("images/a/json").result == 1000000000
     with pytest.raises(AttributeError):
         cached.root  # noqa: B018 (not an interface's: not handed on)
 

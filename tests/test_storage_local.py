@@ -61,6 +61,15 @@ class LocalStorageTests(TemporaryDirectories, SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.storage.list_directory("images/a")), [])
         self.successResultOf(self.storage.remove("images/a/json"))
 
+    def test_modified_is_the_files_mtime(self) -> None:
+        self.successResultOf(self.storage.put_content("images/a/json", b"{}"))
+        os.utime(os.path.join(self.root, "images/a/json"), (1000000000, 1000000000))
+        self.assertEqual(self.successResultOf(self.storage.modified("images/a/json")),
+                         1000000000)
+        self.failureResultOf(self.storage.modified("images/a/layer"), KeyNotFound)
+        # A directory holds no value.
+        self.failureResultOf(self.storage.modified("images/a"), KeyNotFound)
+
     def test_too_long_name_is_missing(self) -> None:
         key = "repositories/foo/bar/tag_" + "x" * 300
         self.failureResultOf(self.storage.get_content(key), KeyNotFound)

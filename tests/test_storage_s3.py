@@ -104,6 +104,15 @@ def test_interfaces(storage, in_reactor) -> None:
     verifyObject(IWriter, in_reactor(storage.open_writer, "images/a/layer"))
 
 
+def test_modified_is_the_objects_last_modified(storage, in_reactor) -> None:
+    before = time.time()
+    in_reactor(storage.put_content, "images/abc/json", b"{}")
+    # Last-Modified has whole seconds.
+    assert before - 1 <= in_reactor(storage.modified, "images/abc/json") <= time.time() + 1
+    with pytest.raises(KeyNotFound):
+        in_reactor(storage.modified, "images/abc/layer")
+
+
 def test_keys_are_091s(storage, bucket, in_reactor) -> None:
     """The prefix, then the relative key: what 0.9.1's s3 driver wrote."""
     in_reactor(storage.put_content, "images/abc/json", b"{}")

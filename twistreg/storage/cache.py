@@ -178,6 +178,9 @@ class CachedStorage:
     def list_directory(self, key: str) -> defer.Deferred[list[str]]:
         return self._backend.list_directory(key)
 
+    def modified(self, key: str) -> defer.Deferred[float]:
+        return self._backend.modified(key)
+
     def stream(self, key: str, consumer: Any, offset: int, length: int) -> defer.Deferred[None]:
         return self._backend.stream(key, consumer, offset, length)
 

@@ -71,6 +71,13 @@ class IStorage(Interface):
     def size(key: str):
         """The size in bytes of the value of C{key}."""
 
+    def modified(key: str):
+        """
+        When the value of C{key} was last written, in seconds since the epoch (the file's
+        mtime, the object's C{Last-Modified}): garbage collection spares what is younger
+        than its grace period, since a push may still be on its way to referencing it.
+        """
+
     def remove(key: str):
         """Remove C{key}; a missing key is not an error."""
 

@@ -13,6 +13,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from typing import BinaryIO
 
 from twisted.internet import defer, threads
@@ -216,6 +217,17 @@ class LocalStorage:
             if _missing(e):
                 return defer.fail(KeyNotFound(key))
             raise
+
+    def modified(self, key: str) -> defer.Deferred[float]:
+        try:
+            status = os.stat(self._path(key))
+        except OSError as e:
+            if _missing(e):
+                return defer.fail(KeyNotFound(key))
+            raise
+        if not stat.S_ISREG(status.st_mode):
+            return defer.fail(KeyNotFound(key))
+        return defer.succeed(status.st_mtime)
 
     def remove(self, key: str) -> defer.Deferred[None]:
         try:

@@ -12,6 +12,7 @@ never by a listing: some S3-compatible stores list a deleted prefix for a while.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import functools
 import tempfile
 from collections.abc import Callable, Coroutine, Mapping
@@ -222,6 +223,16 @@ class S3Storage:
     @_deferred
     async def size(self, key: str) -> int:
         return content_length(await self.client.call("HEAD", self._key(key)))
+
+    @_deferred
+    async def modified(self, key: str) -> float:
+        """C{Last-Modified} of a HEAD: whole seconds, which is all a grace period needs."""
+        response = await self.client.call("HEAD", self._key(key))
+        try:
+            return email.utils.parsedate_to_datetime(response.headers["last-modified"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            raise StorageUnavailable(
+                f"S3 answered a HEAD of {key} without a Last-Modified date") from None
 
     @_deferred
     async def remove(self, key: str) -> None:
