@@ -849,3 +849,15 @@ def test_bridge_platform(tmp_path: Path) -> None:
     for bad in ("linux", "linux/amd64/v8/x", "Linux/AMD64", 5):
         with pytest.raises(ConfigError, match="bridge_platform must be os/architecture"):
             load(write(tmp_path, f"dev:\n  bridge_platform: {bad}\n"))
+
+
+def test_gc_keys(tmp_path: Path) -> None:
+    """No collection in the server unless gc.interval is set; an hour's grace, a week untagged."""
+    assert load(write(tmp_path, "dev: {}\n")).gc == config.GCSettings(None, 3600.0, 604800.0)
+    given = write(tmp_path, "dev:\n  gc: {interval: 600, grace: '120', untagged: 86400}\n")
+    assert load(given).gc == config.GCSettings(600.0, 120.0, 86400.0)
+    assert load(write(tmp_path, "dev:\n  gc: {interval: 0}\n")).gc.interval is None
+    with pytest.raises(ConfigError, match="config key gc.grace must be a number of seconds"):
+        load(write(tmp_path, "dev:\n  gc: {grace: -1}\n"))
+    with pytest.raises(ConfigError, match="config key gc must be a mapping"):
+        load(write(tmp_path, "dev:\n  gc: 5\n"))

@@ -57,6 +57,10 @@ DEFAULT_REALM = "twistreg"
 _REALM = re.compile(r'[ !#-\[\]-~]+')
 # The entry of a V2 index that V1 clients get, as os/architecture[/variant].
 DEFAULT_BRIDGE_PLATFORM = ("linux", "amd64")
+# Garbage collection spares what is younger: longer than any push takes to reference it.
+DEFAULT_GC_GRACE = 3600.0
+# A manifest no tag, index or kept subject reaches is kept this long after its push: a week.
+DEFAULT_GC_UNTAGGED = 604800.0
 
 # The settings used when no config file is found (the "built-in" column of §10.2). Every key
 # not listed here has the same built-in and "absent" value, so this mapping is simply loaded as
@@ -207,6 +211,23 @@ class PasswordSettings:
 
 
 @attrs.frozen
+class GCSettings:
+    """
+    The C{gc:} keys: garbage collection in the server and the rules of every collection.
+
+    @ivar interval: seconds between two collections in the server; C{None}: none there (the
+        command still runs).
+    @ivar grace: nothing written less than this many seconds ago is removed.
+    @ivar untagged: seconds a manifest nothing reaches is kept after it was pushed (never
+        less than C{grace}).
+    """
+
+    interval: float | None = None
+    grace: float = DEFAULT_GC_GRACE
+    untagged: float = DEFAULT_GC_UNTAGGED
+
+
+@attrs.frozen
 class Settings:
     """
     Everything the registry needs from its configuration, validated once at load time.
@@ -233,6 +254,7 @@ class Settings:
     @ivar v2_upload_max_age: seconds after which an unfinished V2 upload session is removed.
     @ivar readonly: every write is refused; reads go on.
     @ivar passwords: the htpasswd users, or C{None} when C{auth} is not set.
+    @ivar gc: garbage collection (L{GCSettings}).
     @ivar bridge_platform: the entry of a V2 index that V1 clients are served: os,
         architecture and, when given, variant.
     """
@@ -265,6 +287,7 @@ class Settings:
     v2: bool = True
     v2_upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE
     bridge_platform: tuple[str, ...] = DEFAULT_BRIDGE_PLATFORM
+    gc: GCSettings = GCSettings()
     readonly: bool = False
     passwords: PasswordSettings | None = None
 
@@ -599,8 +622,20 @@ def _build(
         v2_upload_max_age=_seconds_or("config key v2_upload_max_age",
                                       raw.get("v2_upload_max_age"), DEFAULT_UPLOAD_MAX_AGE),
         bridge_platform=_platform("config key bridge_platform", raw.get("bridge_platform")),
+        gc=_gc(_section(raw, "gc")),
         readonly=bool(raw.get("readonly")),
         passwords=_passwords(_section(raw, "auth")),
+    )
+
+
+def _gc(section: Mapping[Any, Any]) -> GCSettings:
+    """The C{gc:} keys; an C{interval} of 0 or null runs no collection in the server."""
+    interval = _seconds_or("config key gc.interval", section.get("interval"), 0.0)
+    return GCSettings(
+        interval=interval or None,
+        grace=_seconds_or("config key gc.grace", section.get("grace"), DEFAULT_GC_GRACE),
+        untagged=_seconds_or("config key gc.untagged", section.get("untagged"),
+                             DEFAULT_GC_UNTAGGED),
     )
 
 
