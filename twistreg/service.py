@@ -90,12 +90,12 @@ def build_registry(settings: Settings, reactor) -> Registry:
                         index=Index(storage, search), clock=reactor, mirror=mirror, search=search)
     # One tag namespace for both protocols, and each served what the other pushed.
     tag_space = TagSpace(storage)
-    repositories = Repositories(storage, before_tag=tag_space.before_v2_tag)
-    tags = Tags(storage, reactor, search, before_tag=tag_space.before_v1_tag)
+    repositories = Repositories(storage, before_tag=tag_space.take_from_v1)
+    tags = Tags(storage, reactor, search, before_tag=tag_space.take_from_v2)
     return Registry(
         settings=settings, storage=storage, auth=auth, images=Images(storage, reactor, auth),
         tags=tags, index=Index(storage, search), clock=reactor, mirror=mirror, search=search,
-        repositories=repositories, uploads=Uploads(storage, reactor),
+        repositories=repositories, uploads=Uploads(storage, reactor), tag_space=tag_space,
         v1_view=V1View(storage, reactor, tags, repositories),
         v2_view=V2View(storage, reactor, repositories, settings.bridge_platform),
     )

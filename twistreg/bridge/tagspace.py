@@ -39,22 +39,27 @@ def v2_names(repository: Repository) -> tuple[str, ...]:
 
 
 class TagSpace:
-    """Takes a tag out of one protocol's tree before the other writes it."""
+    """Takes a tag out of one protocol's tree: before the other writes it, or deletes it."""
 
     def __init__(self, storage: IStorage) -> None:
         self._storage = storage
 
-    async def before_v1_tag(self, repository: Repository, tag: str) -> None:
-        """A V1 push is about to write C{tag}: the V2 tags of that name go."""
+    async def take_from_v2(self, repository: Repository, tag: str) -> bool:
+        """Remove the V2 tags C{tag} of a V1 repository; whether there were any."""
+        found = False
         if not is_tag(tag):
-            return
+            return found
         for name in v2_names(repository):
             if await self._storage.exists(layout.v2_tag_current_key(name, tag)):
                 await self._storage.remove_tree(layout.v2_tag_key(name, tag))
+                found = True
+        return found
 
-    async def before_v2_tag(self, name: str, tag: str) -> None:
-        """A V2 push is about to write C{tag}: the V1 tag of that name goes."""
+    async def take_from_v1(self, name: str, tag: str) -> bool:
+        """Remove the V1 tag C{tag} of a V2 repository; whether there was one."""
         repository = v1_repository(name)
-        if repository is not None and await self._storage.exists(
+        if repository is None or not await self._storage.exists(
                 layout.tag_key(repository, tag)):
-            await remove_tag(self._storage, repository, tag)
+            return False
+        await remove_tag(self._storage, repository, tag)
+        return True

@@ -96,7 +96,7 @@ class Repositories:
     """
 
     def __init__(self, storage: IStorage,
-                 before_tag: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+                 before_tag: Callable[[str, str], Awaitable[object]] | None = None) -> None:
         """
         @param before_tag: what a manifest PUT by tag calls, once the manifest is stored
             and before the tag is written (the V1 tag of that name goes:

@@ -91,9 +91,21 @@ class Index:
         if self._search is not None:
             await self._search.set_pushed(repository.key)
 
-    async def get_images(self, repository: Repository) -> bytes | None:
-        """R23: the stored list, raw; None when there is none."""
+    async def get_images(self, repository: Repository, bridged: list[str] = ()) -> bytes | None:
+        """
+        R23: the stored list, raw; None when there is none.
+
+        @param bridged: the ids of images pushed with V2 to the repository, listed after
+            the stored ones (the list is then rewritten, as R22 does).
+        """
         try:
-            return await self._storage.get_content(index_images_key(repository))
+            stored = await self._storage.get_content(index_images_key(repository))
         except KeyNotFound:
-            return None
+            stored = None
+        if not bridged:
+            return stored
+        try:
+            images = [] if stored is None else _parse_image_list(stored)
+        except RegistryError:
+            images = []  # unreadable: what V2 pushed is still listed
+        return json.dumps(merge_image_lists(images, [{"id": i} for i in bridged])).encode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
+from twistreg.bridge.tagspace import TagSpace
 from twistreg.bridge.v1_to_v2 import V1View
 from twistreg.bridge.v2_to_v1 import V2View
 from twistreg.config import Settings
@@ -31,6 +32,7 @@ class Registry:
     @ivar search: the search index, when search is on.
     @ivar repositories: the V2 repositories, when the V2 API is on.
     @ivar uploads: the V2 upload sessions, when the V2 API is on.
+    @ivar tag_space: one tag namespace for both protocols, when the V2 API is on.
     @ivar v1_view: V1 tags served to V2 clients, when the V2 API is on.
     @ivar v2_view: V2 tags served to V1 clients, when the V2 API is on.
     """
@@ -46,5 +48,6 @@ class Registry:
     search: SearchIndex | None = None
     repositories: Repositories | None = None
     uploads: Uploads | None = None
+    tag_space: TagSpace | None = None
     v1_view: V1View | None = None
     v2_view: V2View | None = None

@@ -76,7 +76,7 @@ async def remove_tag(storage: IStorage, repository: Repository, tag: str) -> Non
 
 
 #: Called by a tag PUT once its checks passed, before the tag is written.
-BeforeTag = Callable[[Repository, str], Awaitable[None]]
+BeforeTag = Callable[[Repository, str], Awaitable[object]]
 
 
 class Tags:

@@ -55,10 +55,14 @@ async def _sending(request: IRequest, transfer: Awaitable[None], what: str) -> N
 
 async def send_layer(
     request: IRequest, storage: IStorage, settings: Settings, image_id: str, size: int,
-    now: float, range_header: str | None,
+    now: float, range_header: str | None, key: str | None = None,
 ) -> bytes:
-    """R3 from step 7 on: X-Accel-Redirect, S3's redirect, then the ranged or whole layer."""
-    key = image_layer_key(image_id)
+    """
+    R3 from step 7 on: X-Accel-Redirect, S3's redirect, then the ranged or whole layer.
+
+    @param key: where the layer is, when not in the image's directory (a V2 blob).
+    """
+    key = image_layer_key(image_id) if key is None else key
     if settings.nginx_x_accel_redirect and settings.storage == "local":
         _layer_headers(request, now, 0)
         target = f"{settings.nginx_x_accel_redirect}/{key}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twistreg.bridge.v2_to_v1 import BridgedImage
 from twistreg.layout import image_ancestry_key, image_json_key
 from twistreg.registry.auth import Access
 from twistreg.registry.images import LayerUpload
@@ -55,20 +56,39 @@ async def _open_layer_upload(call: RouteCall, image_id: str) -> LayerUpload:
     return await call.registry.images.begin_layer_upload(image_id)
 
 
+async def _bridged(call: RouteCall, image_id: str) -> BridgedImage:
+    """
+    An image the V1 tree lacks, made for a layer of a V2 image (L{V2View}), once the
+    route's checks passed.
+    """
+    v2_view = call.registry.v2_view
+    image = None if v2_view is None else await v2_view.image(image_id)
+    if image is None:
+        raise Missing(_IMAGE_NOT_FOUND)
+    call.found()
+    return image
+
+
 def add_image_routes(v1: RouteTable) -> None:
-    """R3–R10."""
+    """R3–R10; the images of V2 tags are served too (L{V2View})."""
     registry = v1.registry
-    images, settings = registry.images, registry.settings
+    images, settings, v2_view = registry.images, registry.settings, registry.v2_view
 
     @v1.route("/v1/images/<image_id>/layer", "GET", Policy(
         Access.READ, mirror=_relay_upstream_layer, conditional=True))
     async def get_layer(call: RouteCall, image_id: str) -> bytes:
         size = await images.check_layer(image_id, call.authorization)
-        if size is None:
+        if size is not None:
+            call.found()
+            return await send_layer(call.request, registry.storage, settings, image_id, size,
+                                    call.now(), call.header(b"Range"))
+        image = await _bridged(call, image_id)
+        location = await v2_view.layer_location(image)
+        if location is None:
             raise Missing(_IMAGE_NOT_FOUND)
-        call.found()
+        key, size = location
         return await send_layer(call.request, registry.storage, settings, image_id, size,
-                                call.now(), call.header(b"Range"))
+                                call.now(), call.header(b"Range"), key)
 
     @v1.route("/v1/images/<image_id>/layer", "PUT", Policy(
         Access.WRITE, upload=_open_layer_upload))
@@ -90,10 +110,13 @@ def add_image_routes(v1: RouteTable) -> None:
         Access.READ, conditional=True,
         mirror=_stored_upstream(image_json_key, ("X-Docker-Size", "X-Docker-Checksum-Payload"))))
     async def get_image_json(call: RouteCall, image_id: str) -> bytes:
-        if not await images.check_json(image_id, call.authorization):
-            raise Missing(_IMAGE_NOT_FOUND)
-        call.found()
-        body, size, checksums = await images.get_json(image_id)
+        if await images.check_json(image_id, call.authorization):
+            call.found()
+            body, size, checksums = await images.get_json(image_id)
+        else:
+            image = await _bridged(call, image_id)
+            checksum = await v2_view.checksum(image)
+            body, size, checksums = image.document, image.size, [checksum] if checksum else []
         headers = call.request.responseHeaders
         if size is not None:
             headers.setRawHeaders(b"X-Docker-Size", [b"%d" % size])
@@ -109,10 +132,11 @@ def add_image_routes(v1: RouteTable) -> None:
     @v1.route("/v1/images/<image_id>/ancestry", "GET", Policy(
         Access.READ, conditional=True, mirror=_stored_upstream(image_ancestry_key)))
     async def get_ancestry(call: RouteCall, image_id: str) -> bytes:
-        if not await images.check_ancestry(image_id):
-            raise Missing(_IMAGE_NOT_FOUND)
-        call.found()
-        ancestry = await images.get_ancestry(image_id)
+        if await images.check_ancestry(image_id):
+            call.found()
+            ancestry = await images.get_ancestry(image_id)
+        else:
+            ancestry = list((await _bridged(call, image_id)).ancestry)
         return responses.cacheable_body(call.request, call.now(), responses.render_json(ancestry))
 
     @v1.route("/v1/images/<image_id>/files", "GET", Policy(Access.READ, conditional=True))

@@ -76,7 +76,9 @@ def add_index_routes(v1: RouteTable) -> None:
 
     @v1.route(_IMAGES, "GET", Policy(Access.READ, mount=Mount.INDEX, mirror=_upstream_images))
     async def get_repository_images(call: RouteCall) -> bytes:
-        body = await index.get_images(call.repository)
+        v2_view = call.registry.v2_view
+        bridged = [] if v2_view is None else await v2_view.image_ids(call.repository)
+        body = await index.get_images(call.repository, bridged)
         if body is None:
             raise Missing("images not found")
         _token_headers(call, Access.READ)

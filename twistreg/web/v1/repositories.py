@@ -28,8 +28,9 @@ async def _upstream_metadata(call: RouteCall, mirror: Mirror, **arguments: str) 
 
 
 def add_repository_routes(v1: RouteTable) -> None:
-    """R11–R19."""
+    """R11–R19; the V2 tags of a repository are its V1 tags too (L{V2View})."""
     tags = v1.registry.tags
+    v2_view, tag_space = v1.registry.v2_view, v1.registry.tag_space
 
     @v1.route(_REPOSITORY + "/tags/<tag>/json", "GET", Policy(Access.READ))
     async def get_tag_json(call: RouteCall, tag: str) -> bytes:
@@ -40,6 +41,8 @@ def add_repository_routes(v1: RouteTable) -> None:
     @v1.route(_REPOSITORY + "/tags/<tag>", "GET", Policy(Access.READ, mirror=passed_through))
     async def get_tag(call: RouteCall, tag: str) -> bytes:
         image_id = await tags.get_tag(call.repository, tag)
+        if image_id is None and v2_view is not None:
+            image_id = await v2_view.tag(call.repository, tag)
         if image_id is None:
             raise Missing("Tag not found")
         return responses.json_body(call.request, image_id)
@@ -51,12 +54,20 @@ def add_repository_routes(v1: RouteTable) -> None:
 
     @v1.route(_REPOSITORY + "/tags/<tag>", "DELETE", Policy(Access.DELETE))
     async def delete_tag(call: RouteCall, tag: str) -> bytes:
-        await tags.delete_tag(call.repository, tag)
+        # One namespace: the tag goes from both trees (both have it only after a race).
+        pushed = tag_space is not None and await tag_space.take_from_v2(call.repository, tag)
+        if not pushed or await tags.get_tag(call.repository, tag) is not None:
+            await tags.delete_tag(call.repository, tag)
         return responses.json_body(call.request, True)
 
     @v1.route(_REPOSITORY + "/tags", "GET", Policy(Access.READ, mirror=passed_through))
     async def list_tags(call: RouteCall) -> bytes:
         listing = await tags.list_tags(call.repository)
+        if v2_view is not None:
+            pushed = await v2_view.tags(call.repository)
+            if pushed is not None:
+                # Both trees have the tag only after pushes raced: V1's is served here.
+                listing = {**pushed, **(listing or {})}
         if listing is None:
             raise Missing("Repository not found")
         return responses.json_body(call.request, listing)

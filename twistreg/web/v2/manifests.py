@@ -41,7 +41,7 @@ def add_manifest_routes(v2: V2Routes) -> None:
     """Manifests, tags/list and referrers."""
     registry = v2.registry
     repositories = registry.repositories
-    v1_view = registry.v1_view
+    v1_view, tag_space = registry.v1_view, registry.tag_space
 
     @v2.route(_MANIFEST, "GET", Policy(Access.READ))
     async def get_manifest(call: V2Call, reference: str) -> bytes:
@@ -83,7 +83,13 @@ def add_manifest_routes(v2: V2Routes) -> None:
         if isinstance(target, Digest):
             await repositories.delete_manifest(call.name, target)
         else:
-            await repositories.delete_tag(call.name, target)
+            # One namespace: the tag goes from both trees (both have it only after a race).
+            taken = await tag_space.take_from_v1(call.name, target)
+            try:
+                await repositories.delete_tag(call.name, target)
+            except ManifestUnknown:
+                if not taken:
+                    raise
         call.request.setResponseCode(202)
         call.request.setHeader(b"Content-Length", b"0")
         return b""
