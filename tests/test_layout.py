@@ -295,3 +295,20 @@ def test_the_bridge_keys_are_twistregs_own():
     digest = parse_digest("sha256:" + "ef" * 32)
     assert bridged_blob_key(digest) == f"twistreg/v2/bridge/blobs/sha256/{'ef' * 32}"
     assert bridged_manifest_key("a" * 64) == f"twistreg/v2/bridge/images/{'a' * 64}"
+
+
+def test_the_directories_garbage_collection_walks_hold_the_keys():
+    from twistreg import layout
+    from twistreg.oci.names import parse_digest
+
+    digest = parse_digest("sha256:" + "ef" * 32)
+    assert layout.blob_data_key(digest) == layout.blob_key(digest) + "/data"
+    assert layout.blob_key(digest).startswith(f"{layout.V2_BLOBS}/sha256/ef/")
+    assert layout.layer_link_key("a/b", digest) == (
+        f"{layout.layer_links_key('a/b', 'sha256')}/{digest.hex}/link")
+    assert layout.revision_link_key("a/b", digest) == (
+        f"{layout.revisions_key('a/b', 'sha256')}/{digest.hex}/link")
+    assert layout.bridged_blob_key(digest).startswith(layout.BRIDGED_BLOBS + "/sha256/")
+    assert layout.bridged_manifest_key("a" * 64) == f"{layout.BRIDGED_MANIFESTS}/{'a' * 64}"
+    assert layout.bridged_image_key("a" * 64).startswith(
+        layout.bridged_image_directory("a" * 64) + "/")

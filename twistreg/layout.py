@@ -488,3 +488,33 @@ def bridged_image_key(image_id: str) -> str:
 def bridged_checksum_key(image_id: str) -> str:
     """The payload checksum of such an image, computed when a V1 client first asks for it."""
     return f"{BRIDGED_IMAGES}/{image_id}/_checksum"
+
+
+# -- What garbage collection walks: the directories above the keys built here ------------------
+
+#: The directory of every blob's and manifest's bytes, one directory per algorithm.
+V2_BLOBS = f"{V2_ROOT}/blobs"
+#: The directory of the files naming the V1 image whose layer a blob is, one per algorithm.
+BRIDGED_BLOBS = f"{TWISTREG_V2}/bridge/blobs"
+#: The directory of the files naming the manifest made for a V1 image, one per image.
+BRIDGED_MANIFESTS = f"{TWISTREG_V2}/bridge/images"
+
+
+def blob_key(digest: DigestLike) -> str:
+    """The directory of a blob: its C{data} (L{blob_data_key}) and nothing else."""
+    return f"{V2_BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def layer_links_key(name: str, algorithm: str) -> str:
+    """The directory of the blob links of repository C{name}, one directory per hex digest."""
+    return f"{V2_REPOSITORIES}/{name}/{V2_LAYERS}/{algorithm}"
+
+
+def revisions_key(name: str, algorithm: str) -> str:
+    """The directory of the manifests of repository C{name}, one directory per hex digest."""
+    return f"{V2_REPOSITORIES}/{name}/{V2_MANIFESTS}/revisions/{algorithm}"
+
+
+def bridged_image_directory(image_id: str) -> str:
+    """Everything kept of one V1 image made for a V2 image (L{bridged_image_key})."""
+    return f"{BRIDGED_IMAGES}/{image_id}"
