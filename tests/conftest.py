@@ -6,6 +6,8 @@ removed when it passes: C{tmp_path_retention_policy} in pyproject.toml.)
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 from twisted.internet.testing import EventLoggingObserver
@@ -151,3 +153,20 @@ def in_reactor():
     yield call
     reactor.callFromThread(reactor.stop)
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def npm_client(tmp_path_factory):
+    """The npm C{docker-registry-client} installed in a directory of its own."""
+    if shutil.which("npm") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("npm is missing")
+        pytest.skip("npm is not installed")
+    directory = tmp_path_factory.mktemp("npm")
+    # npm's cache and logs (~/.npm by default) go in the directory too, removed with it.
+    env = dict(os.environ, npm_config_cache=str(directory / ".npm"))
+    subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund",
+                    "docker-registry-client@3.4.0"], cwd=directory, env=env, check=True,
+                   timeout=300, capture_output=True)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)

@@ -40,14 +40,19 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def push_v1(registry, image_id: str, layer: bytes, parent: str | None = None,
-            command: str = "/bin/sh") -> None:
+def v1_json(image_id: str, parent: str | None = None, command: str = "/bin/sh") -> dict:
+    """The json docker 1.x pushed for an image made by C{command}."""
     document = {"id": image_id, "created": "2014-10-01T00:00:00Z", "architecture": "amd64",
                 "os": "linux", "config": {"Cmd": [command]},
                 "container_config": {"Cmd": ["/bin/sh", "-c", f"#(nop) {command}"]}}
     if parent:
         document["parent"] = parent
-    body = json.dumps(document).encode()
+    return document
+
+
+def push_v1(registry, image_id: str, layer: bytes, parent: str | None = None,
+            command: str = "/bin/sh") -> None:
+    body = json.dumps(v1_json(image_id, parent, command)).encode()
     assert registry.request("PUT", f"/v1/images/{image_id}/json", body).status == 200
     assert registry.request("PUT", f"/v1/images/{image_id}/layer", layer).status == 200
     assert registry.request("PUT", f"/v1/images/{image_id}/checksum", headers={

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -57,31 +57,20 @@ def test_pypi_client(pushed):
     assert base.search("bar")["results"] == [{"description": "", "name": "foo/bar"}]
 
 
-@pytest.fixture(scope="module")
-def npm_client(tmp_path_factory):
-    if shutil.which("npm") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("npm is missing")
-        pytest.skip("npm is not installed")
-    directory = tmp_path_factory.mktemp("npm")
-    # npm's cache and logs (~/.npm by default) go in the directory too, removed with it.
-    env = dict(os.environ, npm_config_cache=str(directory / ".npm"))
-    subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund",
-                    "docker-registry-client@3.4.0"], cwd=directory, env=env, check=True,
-                   timeout=300, capture_output=True)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def test_npm_client_pull(pushed, npm_client):
-    script = npm_client / "pull.js"
+def npm_pull(directory: Path, port: int, repository: str, term: str) -> dict:
+    """
+    Pull the C{latest} tag of C{repository} with the npm client installed in C{directory},
+    as docker 1.x did (image list, tags, ancestry, every layer), then search for C{term}:
+    what it got, with the sha256 of each layer.
+    """
+    script = directory / "pull.js"
     script.write_text(textwrap.dedent(f"""
         var drc = require('docker-registry-client');
         var crypto = require('crypto');
         var log = require('bunyan').createLogger({{name: 'test', level: 'fatal'}});
-        var client = drc.createClientV1({{name: '127.0.0.1:{pushed.port}/foo/bar',
+        var client = drc.createClientV1({{name: '127.0.0.1:{port}/{repository}',
                                           insecure: true, log: log}});
-        var out = {{layers: {{}}}};
+        var out = {{layers: {{}}, json: {{}}}};
         function fail(err) {{ console.error(err.message); process.exit(1); }}
         client.listRepoImgs(function (err, imgs) {{
           if (err) return fail(err);
@@ -94,20 +83,24 @@ def test_npm_client_pull(pushed, npm_client):
               out.ancestry = ancestry;
               var left = ancestry.length;
               ancestry.forEach(function (id) {{
-                client.getImgLayerStream({{imgId: id}}, function (err, stream) {{
+                client.getImgJson({{imgId: id}}, function (err, json) {{
                   if (err) return fail(err);
-                  var hash = crypto.createHash('sha256');
-                  stream.on('data', function (d) {{ hash.update(d); }});
-                  stream.on('end', function () {{
-                    out.layers[id] = hash.digest('hex');
-                    if (--left === 0) client.search({{term: 'bar'}}, function (err, res) {{
-                      if (err) return fail(err);
-                      out.search = res;
-                      console.log(JSON.stringify(out));
-                      client.close();
+                  out.json[id] = json;
+                  client.getImgLayerStream({{imgId: id}}, function (err, stream) {{
+                    if (err) return fail(err);
+                    var hash = crypto.createHash('sha256');
+                    stream.on('data', function (d) {{ hash.update(d); }});
+                    stream.on('end', function () {{
+                      out.layers[id] = hash.digest('hex');
+                      if (--left === 0) client.search({{term: '{term}'}}, function (err, res) {{
+                        if (err) return fail(err);
+                        out.search = res;
+                        console.log(JSON.stringify(out));
+                        client.close();
+                      }});
                     }});
+                    stream.resume();
                   }});
-                  stream.resume();
                 }});
               }});
             }});
@@ -116,7 +109,11 @@ def test_npm_client_pull(pushed, npm_client):
     """))
     result = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_npm_client_pull(pushed, npm_client):
+    out = npm_pull(npm_client, pushed.port, "foo/bar", "bar")
     assert out["images"] == [{"id": BASE}, {"id": CHILD}]
     assert out["tags"] == {"latest": CHILD}
     assert out["ancestry"] == [CHILD, BASE]

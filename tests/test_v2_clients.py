@@ -25,22 +25,32 @@ import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import attrs
 import pytest
+import requests
 
 from tests import services
 from tests.backends import LocalTree
 from tests.conftest import _unavailable
 from tests.server import ROOT, Client, Response, Server
-from tests.test_bridge_v1_to_v2 import BASE, BASE_LAYER, BASE_TAR, CHILD, EMPTY_LAYER, push_v1
+from tests.test_bridge_v1_to_v2 import (
+    BASE,
+    BASE_LAYER,
+    BASE_TAR,
+    CHILD,
+    EMPTY_LAYER,
+    push_v1,
+    v1_json,
+)
 from tests.test_compat_091 import BASE as BASE_0_9_1
 from tests.test_compat_091 import CHILD as CHILD_0_9_1
 from tests.test_compat_091 import FILES as FILES_0_9_1
 from tests.test_compat_091 import LAYERS as LAYERS_0_9_1
 from tests.test_pool import DEBUG_CONFIG
+from tests.test_real_clients import npm_pull
 
 pytestmark = pytest.mark.integration
 
@@ -642,7 +652,21 @@ def test_a_v1_push_pulled_by_docker_and_skopeo(docker_daemon, skopeo, tmp_path):
             docker("rmi", "--force", name)
         copied = tmp_path / "copied"
         skopeo.copy(f"docker://{name}", f"oci:{copied}:latest")
-        assert layout_blobs(copied)[digest_of(BASE_LAYER)] == BASE_LAYER
+    blobs = layout_blobs(copied)
+    assert blobs[digest_of(BASE_LAYER)] == BASE_LAYER
+    # The same files, config fields and history as the V1 images.
+    with tarfile.open(fileobj=io.BytesIO(BASE_LAYER)) as tar:
+        assert [(m.name, tar.extractfile(m).read()) for m in tar] == [("etc/hello",
+                                                                      b"hello world\n")]
+    manifest = json.loads(blobs[json.loads((copied / "index.json").read_bytes())[
+        "manifests"][0]["digest"]])
+    config = json.loads(blobs[manifest["config"]["digest"]])
+    child = v1_json(CHILD, parent=BASE, command="ENV A=b")
+    assert {key: config[key] for key in ("architecture", "os", "config", "created")} == {
+        key: child[key] for key in ("architecture", "os", "config", "created")}
+    assert [entry["created_by"] for entry in config["history"]] == [
+        " ".join(v1_json(BASE)["container_config"]["Cmd"]),
+        " ".join(child["container_config"]["Cmd"])]
 
 
 def test_a_v1_push_pulled_over_v2_on_either_storage(skopeo, server, tmp_path):
@@ -678,3 +702,77 @@ def test_a_tree_0_9_1_wrote_bridged_then_pulled_over_v2(skopeo, tmp_path):
     config = json.loads(blobs[manifest["config"]["digest"]])
     assert config["rootfs"]["diff_ids"] == [
         digest_of(LAYERS_0_9_1[image_id]) for image_id in (BASE_0_9_1, CHILD_0_9_1)]
+
+
+# -- the bridge: V2 images over V1 --------------------------------------------------------------
+
+def v1_client(port: int) -> Any:
+    """The PyPI client's V1 calls (left to itself it would take V2)."""
+    client_module = pytest.importorskip("docker_registry_client")
+    return client_module.DockerRegistryClient(f"http://127.0.0.1:{port}",
+                                              api_version=1)._base_client
+
+
+def v1_layer(client: Any, image_id: str) -> bytes:
+    # The client's own layer call decodes the body as JSON.
+    return client._http_response(client.IMAGE_LAYER, requests.get, image_id=image_id).content
+
+
+def test_a_v2_push_pulled_by_the_v1_clients(skopeo, server, npm_client, tmp_path):
+    """skopeo pushes over V2; the PyPI and npm V1 clients pull it, one V1 image per layer."""
+    image = build_image("amd64", (3000, 60_000), seed=11)
+    skopeo.copy(f"oci:{write_layout(tmp_path / 'source', {'t1': image})}:t1",
+                reference(server.port, "foo/new:latest"))
+    config = json.loads(image.blobs[image.config])
+    client = v1_client(server.port)
+    top = client.get_repository_tags("foo", "new")["latest"]
+    ancestry = client.get_image_ancestry(top)
+    assert len(ancestry) == 2 and ancestry[0] == top
+    bases_first = list(reversed(ancestry))
+    for image_id, digest in zip(bases_first, image.layers):
+        assert v1_layer(client, image_id) == image.blobs[digest]
+    document = client.get_image_layer(top)
+    assert (document["id"], document["parent"]) == (top, ancestry[1])
+    assert document["config"] == config["config"]
+    assert client.get_image_layer(ancestry[1])["container_config"] == {"Cmd": ["layer 0"]}
+
+    out = npm_pull(npm_client, server.port, "foo/new", "new")
+    assert out["images"] == [{"id": image_id} for image_id in bases_first]
+    assert (out["tags"], out["ancestry"]) == ({"latest": top}, ancestry)
+    assert out["layers"] == {image_id: digest.split(":")[1]
+                             for image_id, digest in zip(bases_first, image.layers)}
+    assert out["json"][top]["config"] == config["config"]
+
+
+def test_a_docker_push_pulled_over_v1_then_the_latest_push_wins(docker_daemon, skopeo,
+                                                                 tmp_path):
+    """docker pushes over V2, a V1 client pulls it; a V1 push of the tag then wins in both."""
+    image = build_image("amd64", (2000, 50_000), seed=12)
+    archive = tmp_path / "image.tar"
+    skopeo.copy(f"oci:{write_layout(tmp_path / 'source', {'t1': image})}:t1",
+                f"docker-archive:{archive}:foo/mixed:latest")
+    docker = docker_daemon.docker
+    finished(docker("load", "--input", str(archive)))
+    with running_twistreg(tmp_path, tmp_path / "storage") as server:
+        name = f"127.0.0.1:{server.port}/foo/mixed:latest"
+        try:
+            finished(docker("tag", "foo/mixed:latest", name))
+            finished(docker("push", name, timeout=CLIENT_TIMEOUT))
+            pushed = json.loads(server.request("GET", "/v2/foo/mixed/manifests/latest", headers={
+                "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).body)
+            client = v1_client(server.port)
+            top = client.get_repository_tags("foo", "mixed")["latest"]
+            bases_first = list(reversed(client.get_image_ancestry(top)))
+            assert [digest_of(v1_layer(client, image_id)) for image_id in bases_first] == [
+                layer["digest"] for layer in pushed["layers"]]
+
+            push_v1(server, BASE, BASE_LAYER)
+            assert server.request("PUT", "/v1/repositories/foo/mixed/tags/latest",
+                                  json.dumps(BASE).encode()).status == 200
+            assert client.get_repository_tags("foo", "mixed") == {"latest": BASE}
+            finished(docker("rmi", "--force", name, "foo/mixed:latest"))
+            finished(docker("pull", name, timeout=CLIENT_TIMEOUT))
+            found = json.loads(finished(docker("image", "inspect", name)))[0]
+            assert found["RootFS"]["Layers"] == [digest_of(BASE_TAR)]
+        finally:
+            docker("rmi", "--force", name, "foo/mixed:latest")
