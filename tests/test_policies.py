@@ -164,6 +164,11 @@ class FakeIndex:
 
 @pytest.fixture
 def index(monkeypatch) -> FakeIndex:
+    return fake_index(monkeypatch)
+
+
+def fake_index(monkeypatch) -> FakeIndex:
+    """The index client's two calls answered by a L{FakeIndex}."""
     fake = FakeIndex()
     monkeypatch.setattr(IndexClient, "repository_images",
                         lambda client, *a: fake.repository_images(client, *a))

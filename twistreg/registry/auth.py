@@ -135,8 +135,11 @@ class IndexClient:
         return code == 200 and isinstance(answer, dict) and answer.get("access") is True
 
 
-class _TTLCache:
-    """Keys remembered for a while; enough for a few thousand clients."""
+class TTLCache:
+    """
+    Keys remembered for a while; enough for a few thousand clients.  A TTL of 0 remembers
+    nothing.
+    """
 
     def __init__(self, clock: IReactorTime, ttl: float, limit: int = 10000) -> None:
         self._clock = clock
@@ -184,7 +187,7 @@ class _SharedAnswers:
         material = json.dumps([self._endpoint, *key]).encode("utf-8", "surrogatepass")
         return f"{self._prefix}{kind}:{hashlib.sha256(material).hexdigest()}".encode()
 
-    async def recall(self, kind: str, key: tuple, cache: _TTLCache) -> bool:
+    async def recall(self, kind: str, key: tuple, cache: TTLCache) -> bool:
         """Whether another process has the answer; if so C{cache} keeps it as long as Redis."""
         try:
             remaining = await self._redis.remaining(self._key(kind, key))
@@ -221,10 +224,13 @@ class Authorizer:
     ) -> None:
         self._storage = storage
         self._index = index
+        # The image list is only read by image pushes, which a read-only registry refuses
+        # (and a replica's storage may not take a write).
+        self._keeps_image_lists = not settings.readonly
         self.standalone = settings.standalone
         self.token_mode = not settings.standalone and not settings.disable_token_auth
-        self._tokens = _TTLCache(clock, settings.token_cache_ttl)
-        self._access = _TTLCache(clock, settings.token_cache_ttl)
+        self._tokens = TTLCache(clock, settings.token_cache_ttl)
+        self._access = TTLCache(clock, settings.token_cache_ttl)
         self._shared = None
         if redis is not None and settings.token_cache_ttl > 0:
             self._shared = _SharedAnswers(redis, settings)
@@ -267,9 +273,10 @@ class Authorizer:
                 raise _unreachable() from None
             if images is None:
                 raise _unauthorized()
-            await self._storage.put_content(
-                images_list_key(token_repository), json.dumps(images).encode()
-            )
+            if self._keeps_image_lists:
+                await self._storage.put_content(
+                    images_list_key(token_repository), json.dumps(images).encode()
+                )
             await self._remember("token", key, self._tokens)
         return Token(token_repository, authorization)
 
@@ -323,11 +330,11 @@ class Authorizer:
             await self._remember("access", cache_key, self._access)
         return granted
 
-    async def _recall(self, kind: str, key: tuple, cache: _TTLCache) -> bool:
+    async def _recall(self, kind: str, key: tuple, cache: TTLCache) -> bool:
         """Whether another process has the index's answer (in Redis)."""
         return self._shared is not None and await self._shared.recall(kind, key, cache)
 
-    async def _remember(self, kind: str, key: tuple, cache: _TTLCache) -> None:
+    async def _remember(self, kind: str, key: tuple, cache: TTLCache) -> None:
         """Keep a positive answer here, then share it (storage was written before)."""
         cache.add(key)
         if self._shared is not None:

@@ -25,6 +25,7 @@ from werkzeug.routing import BaseConverter
 from twistreg.errors import RegistryError
 from twistreg.layout import Repository, parse_repository
 from twistreg.registry.auth import Access, Token
+from twistreg.registry.gate import Gate
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
 from twistreg.web.body import UploadBody
@@ -155,11 +156,16 @@ Handler = Callable[..., Union[bytes, Awaitable[bytes]]]
 
 
 class RouteTable(PolicyRoutes[Policy]):
-    """The V1 routes of one registry: policies checked in the contract's order."""
+    """
+    The V1 routes of one registry: policies checked in the contract's order.
+
+    @ivar gate: the passwords (standalone) and read-only checks of every protected route.
+    """
 
     def __init__(self, registry: Registry) -> None:
         super().__init__()
         self.registry = registry
+        self.gate = Gate(registry.settings, registry.clock)
         self.app.url_map.converters["repo"] = RepositoryConverter
 
     def mounted(self, policy: Policy) -> bool:
@@ -188,11 +194,17 @@ class RouteTable(PolicyRoutes[Policy]):
 
     async def _checked(self, policy: Policy, request: IRequest, authorization: str | None,
                        arguments: dict[str, Any]) -> RouteCall:
-        """The policy's checks in the contract's order: repository name, then access."""
+        """
+        The policy's checks in the contract's order: repository name, then access (a token,
+        or a password), then a read-only registry's refusal of writes.
+        """
         call = self._call(policy, request, arguments)
         if policy.access is not None:
             call.token = await self.registry.auth.authorize(
                 policy.access, authorization, call.repository)
+            # Passwords are V1's in standalone mode only: behind an index, its tokens decide.
+            await self.gate.admit(policy.access, authorization,
+                                  passwords=self.registry.settings.standalone)
         return call
 
     def _applying(self, policy: Policy, handler: Handler) -> Callable[..., Any]:

@@ -18,9 +18,10 @@ from twisted.web.iweb import IRequest
 from werkzeug.routing import BaseConverter
 
 from twistreg.compat import request_line
-from twistreg.oci.errors import NameUnknown, OCIError, Unauthorized
+from twistreg.oci.errors import Denied, NameUnknown, OCIError, Unauthorized, Unsupported
 from twistreg.oci.names import parse_name
 from twistreg.registry.auth import Access
+from twistreg.registry.gate import Gate, LoginRequired, ReaderOnly, ReadOnlyRegistry
 from twistreg.registry.rules import Registry
 from twistreg.web.body import UploadBody
 from twistreg.web.routing import PolicyRoutes
@@ -104,11 +105,16 @@ def decimal(text: str) -> int | None:
 
 
 class V2Routes(PolicyRoutes[Policy]):
-    """The V2 routes of one registry."""
+    """
+    The V2 routes of one registry.
+
+    @ivar gate: the passwords and read-only checks of every route.
+    """
 
     def __init__(self, registry: Registry) -> None:
         super().__init__()
         self.registry = registry
+        self.gate = Gate(registry.settings, registry.clock)
         self.app.url_map.converters["name"] = NameConverter
 
     def answer(self, request: IRequest) -> bytes | defer.Deferred:
@@ -136,17 +142,27 @@ class V2Routes(PolicyRoutes[Policy]):
         name = arguments.pop("name", None)
         if name is not None:
             call.name = parse_name(name)
-        self._authorize(policy.access, authorization)
+        await self._authorize(policy.access, authorization)
         return call
 
-    def _authorize(self, access: Access, authorization: str | None) -> None:
+    async def _authorize(self, access: Access, authorization: str | None) -> None:
         """
-        Standalone, V2 is open as V1 is; behind an index, whose tokens V2 clients never
-        get, every route asks for credentials.
+        With C{auth.htpasswd}, the users' passwords; else, standalone, V2 is open as V1 is,
+        and behind an index, whose tokens V2 clients never get, every route asks for
+        credentials.  Then a read-only registry refuses writes.
         """
-        if not self.registry.settings.standalone:
+        if not self.gate.asks_passwords and not self.registry.settings.standalone:
             raise Unauthorized("authentication required",
                                headers={"WWW-Authenticate": _CHALLENGE})
+        # The gate's refusals in the spec's terms: the same status and message.
+        try:
+            await self.gate.admit(access, authorization)
+        except LoginRequired as error:
+            raise Unauthorized(error.message, headers=error.headers) from None
+        except ReaderOnly as error:
+            raise Denied(error.message) from None
+        except ReadOnlyRegistry as error:
+            raise Unsupported(error.message) from None
 
     def _applying(self, policy: Policy, handler: Handler) -> Callable[..., Any]:
         def apply(request: IRequest, **arguments: Any) -> defer.Deferred:
