@@ -150,7 +150,8 @@ def check_storage(settings: Settings, reactor) -> IStorage:
     """
     require_supported_storage(settings)
     storage = open_storage(settings, reactor)
-    if IMaintainable.providedBy(storage):
+    # A read-only registry may serve storage it cannot write (a replica's).
+    if IMaintainable.providedBy(storage) and not settings.readonly:
         storage.check_writable()
     return storage
 
@@ -281,20 +282,28 @@ def start_search(
     defer.ensureDeferred(open_and_fill()).addErrback(failed)
 
 
-def purge_uploads_hourly(reactor, storage: IStorage, settings: Settings) -> task.LoopingCall:
+def purge_uploads_hourly(reactor, storage: IStorage, settings: Settings,
+                         readonly: Callable[[], bool] | None = None) -> task.LoopingCall:
     """
     Remove what uploads of dead writers left (storage that has any), and V2 upload sessions
     older than C{v2_upload_max_age}, now and every hour: a node of a cluster may die
     mid-push at any time, its S3 multipart upload stays, and a client may never finish.
+    Not while the registry is read-only: its storage may be a replica's, or under
+    maintenance.
 
+    @param readonly: whether the registry is read-only now (a reload may change it);
+        by default, what C{settings} say.
     @return: the running job; stop it when the registry stops.
     """
     sessions = Uploads(storage, reactor) if settings.v2 else None
+    is_readonly = readonly if readonly is not None else (lambda: settings.readonly)
 
     def failed(failure: Failure) -> None:
         log.warn("purging stale uploads failed: {why}", why=failure.getErrorMessage())
 
     def purge() -> defer.Deferred | None:
+        if is_readonly():
+            return None
         work = []
         if IStaleUploads.providedBy(storage):
             work.append(storage.purge_stale_uploads().addCallbacks(
@@ -483,7 +492,8 @@ class PreforkRegistryService(PreforkService):
             return
         # Once, here: workers come and go, and a purge in each would race with the others.
         storage = open_storage(self.settings, self._reactor)
-        self._janitor = purge_uploads_hourly(self._reactor, storage, self.settings)
+        self._janitor = purge_uploads_hourly(self._reactor, storage, self.settings,
+                                             lambda: self.settings.readonly)
         start_search(self._search, storage, self._reactor, self._fatal)
 
     def stopService(self) -> defer.Deferred[None]:
