@@ -678,8 +678,8 @@ def test_a_v1_push_pulled_over_v2_on_either_storage(skopeo, server, tmp_path):
     assert layout_blobs(copied)[digest_of(BASE_LAYER)] == BASE_LAYER
 
 
-def test_a_tree_0_9_1_wrote_bridged_then_pulled_over_v2(skopeo, tmp_path):
-    """The bridge command gives the old layers their facts; skopeo then pulls a V1 tag."""
+def test_a_tree_0_9_1_wrote_bridged_then_pulled_over_v2(docker_daemon, skopeo, tmp_path):
+    """The bridge command gives the old layers their facts; docker and skopeo pull a V1 tag."""
     storage = tmp_path / "storage"
     tree = LocalTree(storage)
     for key, content in FILES_0_9_1.items():
@@ -694,7 +694,16 @@ def test_a_tree_0_9_1_wrote_bridged_then_pulled_over_v2(skopeo, tmp_path):
     assert bridged.returncode == 0, bridged.stderr
     with running_twistreg(tmp_path, storage) as server:
         copied = tmp_path / "copied"
-        skopeo.copy(f"docker://127.0.0.1:{server.port}/foo/bar:latest", f"oci:{copied}:latest")
+        name = f"127.0.0.1:{server.port}/foo/bar:latest"
+        skopeo.copy(f"docker://{name}", f"oci:{copied}:latest")
+        docker = docker_daemon.docker
+        try:
+            finished(docker("pull", name, timeout=CLIENT_TIMEOUT))
+            found = json.loads(finished(docker("image", "inspect", name)))[0]
+            assert found["RootFS"]["Layers"] == [
+                digest_of(LAYERS_0_9_1[image_id]) for image_id in (BASE_0_9_1, CHILD_0_9_1)]
+        finally:
+            docker("rmi", "--force", name)
     # skopeo compresses plain tar layers into an oci: layout: the diff ids say they are ours.
     blobs = layout_blobs(copied)
     index = json.loads((copied / "index.json").read_bytes())
