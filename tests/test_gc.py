@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 from twisted.internet.task import Clock
 
@@ -21,6 +22,7 @@ from tests.test_bridge_facts import done
 from tests.test_bridge_v1_to_v2 import ACCEPT, BASE_LAYER, EMPTY_LAYER, push_v1
 from tests.test_v2_routes import OCI_INDEX, OCI_MANIFEST, digest_of, image_manifest, push_blob
 from twistreg import layout
+from twistreg.config import GCSettings
 from twistreg.gc import report as kinds
 from twistreg.gc.collector import Rules, collect
 from twistreg.gc.pacing import Pace
@@ -368,3 +370,42 @@ def test_the_report_is_a_plain_object_and_json(registry):
     assert "would_remove" not in as_json
     assert report.summary("local").startswith(
         "gc removed 1 manifests, 2 blob links, 3 blobs (")
+
+
+# -- in the server ---------------------------------------------------------------------------
+
+
+def test_the_server_collects_every_interval_unless_read_only(registry):
+    from twistreg.gc.schedule import Collector
+
+    push_image(registry, b"first layer")
+    age(registry, 3 * HOUR)
+    push_image(registry, b"second layer")
+    settings = registry.registry.settings
+    clock = Clock()
+    clock.advance(time.time())
+    storage = LocalStorage(str(registry.storage))
+    read_only = [True]
+    collector = Collector(clock, storage, attrs.evolve(
+        settings, gc=GCSettings(interval=600.0, untagged=HOUR)), lambda: read_only[0])
+    collector.start()
+    clock.advance(600)
+    assert collector.last is None  # read-only: nothing written, nothing removed
+    read_only[0] = False
+    clock.advance(599)
+    assert collector.last is None
+    clock.advance(1)
+    assert collector.runs == 1 and collector.last.objects[kinds.MANIFESTS] == 1
+    collector.stop()
+    clock.advance(600)
+    assert collector.runs == 1
+
+
+def test_the_server_collects_nothing_without_an_interval(registry):
+    from twistreg.gc.schedule import Collector
+
+    clock = Clock()
+    collector = Collector(clock, LocalStorage(str(registry.storage)), registry.registry.settings)
+    collector.start()
+    clock.advance(10 * 86400)
+    assert collector.runs == 0

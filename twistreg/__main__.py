@@ -7,6 +7,7 @@ import argparse
 
 from twistreg import purge, reindex
 from twistreg.bridge import command as bridge
+from twistreg.gc import command as gc
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     reindex.add_command(commands)
     purge.add_command(commands)
     bridge.add_command(commands)
+    gc.add_command(commands)
     options = parser.parse_args(argv)
     options.run(options)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 
 from twistreg.commands import add_storage_command, fail, open_existing_storage
-from twistreg.config import ConfigError
+from twistreg.config import ConfigError, Settings
 from twistreg.oci.uploads import Uploads
-from twistreg.storage.interface import IStaleUploads, StorageUnavailable
+from twistreg.storage.interface import IStaleUploads, IStorage, StorageUnavailable
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -30,17 +30,23 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     )
 
 
+async def purge_stale(settings: Settings, storage: IStorage, reactor) -> int:
+    """Remove what dead writers left (see the module's docstring); how many uploads went."""
+    count = 0
+    if IStaleUploads.providedBy(storage):
+        count = await storage.purge_stale_uploads()
+    if settings.v2:
+        count += await Uploads(storage, reactor).purge_stale(settings.v2_upload_max_age)
+    return count
+
+
 async def _purge(reactor, options: argparse.Namespace) -> None:
     try:
         settings, storage = open_existing_storage(options, reactor)
     except ConfigError as error:
         fail("purge-uploads", str(error))
-    count = 0
     try:
-        if IStaleUploads.providedBy(storage):
-            count = await storage.purge_stale_uploads()
-        if settings.v2:
-            count += await Uploads(storage, reactor).purge_stale(settings.v2_upload_max_age)
+        count = await purge_stale(settings, storage, reactor)
     except (OSError, StorageUnavailable) as error:
         fail("purge-uploads", f"{storage.name} storage: {error}")
     noun = "upload" if count == 1 else "uploads"

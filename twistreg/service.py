@@ -31,6 +31,7 @@ from twistreg.config import (
     load_settings,
     require_supported_storage,
 )
+from twistreg.gc.schedule import Collector
 from twistreg.oci.repositories import Repositories
 from twistreg.oci.uploads import Uploads
 from twistreg.rediscache import RedisClient, namespace
@@ -203,6 +204,7 @@ class RegistryService(service.Service):
         self.registry = self.site.registry
         self.ports: list[IListeningPort] = []
         self._janitor: task.LoopingCall | None = None
+        self._collector: Collector | None = None
         self._endpoints = [parse_endpoint(reactor, d) for d in settings.server.endpoints()]
 
     def startService(self) -> None:
@@ -223,6 +225,8 @@ class RegistryService(service.Service):
             self.site.wsgi.start()
         if self.registry is not None:
             self._janitor = start_registry(self.registry, self._reactor, self._on_fatal)
+            self._collector = Collector(self._reactor, self.registry.storage, self.settings)
+            self._collector.start()
         self._on_ready("serving")
 
     def _listening(self, port: IListeningPort) -> None:
@@ -233,6 +237,8 @@ class RegistryService(service.Service):
         """Stop listening; in-flight requests are left to finish, but WSGI ones are cut."""
         if self._janitor is not None and self._janitor.running:
             self._janitor.stop()
+        if self._collector is not None:
+            self._collector.stop()
         if self.running:
             super().stopService()
         if self.site.wsgi is not None:
@@ -427,6 +433,7 @@ class PreforkRegistryService(PreforkService):
         self.settings = settings
         self._search = None
         self._janitor: task.LoopingCall | None = None
+        self._collector: Collector | None = None
         if settings.server.serves_registry:
             require_supported_storage(settings)
             # The master creates (and fills) a new search index once, before workers use it.
@@ -494,11 +501,16 @@ class PreforkRegistryService(PreforkService):
         storage = open_storage(self.settings, self._reactor)
         self._janitor = purge_uploads_hourly(self._reactor, storage, self.settings,
                                              lambda: self.settings.readonly)
+        self._collector = Collector(self._reactor, storage, self.settings,
+                                    lambda: self.settings.readonly)
+        self._collector.start()
         start_search(self._search, storage, self._reactor, self._fatal)
 
     def stopService(self) -> defer.Deferred[None]:
         if self._janitor is not None and self._janitor.running:
             self._janitor.stop()
+        if self._collector is not None:
+            self._collector.stop()
         stopped = super().stopService()
         if self._search is not None:
             self._search.close()

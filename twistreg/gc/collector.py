@@ -245,29 +245,32 @@ class Collection:
 
     async def _sweep_repositories(self, marker: V2Marker,
                                   marks: dict[str, RepositoryMark]) -> None:
-        storage = self._storage
-        for name, first in marks.items():
-            if not (first.manifests or first.links):
-                continue
-            again = await marker.mark(name)
+        async def sweep(first: RepositoryMark) -> None:
+            again = await marker.mark(first.name)
             for digest in sorted(first.manifests & again.manifests, key=str):
-                await self._pace.breathe()
-                for tag in again.tags:
-                    await storage.remove(layout.v2_tag_index_key(name, tag, digest))
-                subject = self._reader.subject(digest)
-                if subject is not None:
-                    await storage.remove(layout.referrer_key(name, subject, digest))
-                key = layout.revision_link_key(name, digest)
-                await storage.remove(key)
-                await _prune(storage, _parent(key))
-                self.report.removed(kinds.MANIFESTS, key, 0)
+                await self._remove_manifest(again, digest)
             for digest in sorted(first.links & again.links, key=str):
-                await self._pace.breathe()
-                key = layout.layer_link_key(name, digest)
-                await storage.remove(key)
-                await _prune(storage, _parent(key))
+                key = layout.layer_link_key(first.name, digest)
+                await self._storage.remove(key)
+                await _prune(self._storage, _parent(key))
                 self.report.removed(kinds.BLOB_LINKS, key, 0)
             self.report.keep(kinds.BLOB_LINKS, len(again.remaining - again.kept))
+
+        await self._pace.each(sweep, [marked for marked in marks.values()
+                                      if marked.manifests or marked.links])
+
+    async def _remove_manifest(self, marked: RepositoryMark, digest: Digest) -> None:
+        """Its tag history and referrers entry, then its revision link."""
+        storage, name = self._storage, marked.name
+        for tag in marked.tags:
+            await storage.remove(layout.v2_tag_index_key(name, tag, digest))
+        subject = self._reader.subject(digest)
+        if subject is not None:
+            await storage.remove(layout.referrer_key(name, subject, digest))
+        key = layout.revision_link_key(name, digest)
+        await storage.remove(key)
+        await _prune(storage, _parent(key))
+        self.report.removed(kinds.MANIFESTS, key, 0)
 
     async def _kept_images_now(self) -> set[str]:
         kept = await V1Marker(self._storage, self._pace).kept()
@@ -278,13 +281,11 @@ class Collection:
         if not old_images:
             return
         kept = await self._kept_images_now()
-        for image_id in sorted(old_images):
-            await self._pace.breathe()
-            if image_id in kept:
-                continue
+
+        async def sweep(image_id: str) -> None:
             written, size = await image_state(self._storage, image_id)
             if written is None or not self._old(written):
-                continue
+                return
             # The json first: from then on the image does not exist, and a tag naming it is
             # refused.
             await self._storage.remove(layout.image_json_key(image_id))
@@ -294,6 +295,8 @@ class Collection:
             if await self._storage.exists(record):
                 await self._storage.remove(record)
                 self.report.removed(kinds.BRIDGE_RECORDS, record, 0)
+
+        await self._pace.each(sweep, sorted(set(old_images) - kept))
 
     async def _sweep_bridge_records(self, unlinked: set[Digest], images: set[str]) -> None:
         if unlinked:
@@ -317,18 +320,17 @@ class Collection:
         if not old_blobs:
             return
         kept = await self._linked() | await self._bridged_manifests(await self._kept_images_now())
-        for digest in old_blobs:
-            await self._pace.breathe()
-            if digest in kept:
-                continue
+
+        async def sweep(digest: Digest) -> None:
             key = layout.blob_data_key(digest)
-            written = await modified(self._storage, key)
-            if not self._old(written):
-                continue
+            if not self._old(await modified(self._storage, key)):
+                return
             size = await self._size(key)
             await self._storage.remove(key)
             await _prune(self._storage, layout.blob_key(digest))
             self.report.removed(kinds.BLOBS, key, size)
+
+        await self._pace.each(sweep, [digest for digest in old_blobs if digest not in kept])
 
     async def _sweep_v1_views(self) -> None:
         """The V1 view of a V2 image goes with its manifest."""
