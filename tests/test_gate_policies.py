@@ -279,3 +279,18 @@ def test_open_v1_routes_that_take_a_body_store_nothing(tmp_path):
         assert sorted(os.walk(registry.storage)) == before
     finally:
         registry.close()
+
+
+def test_search_asks_for_a_password_too(tmp_path):
+    """Search lists repositories: open without passwords (the contract's R26), not with them."""
+    config = with_passwords(tmp_path) + (
+        f"  search_backend: sqlite\n  sqlalchemy_index_database: sqlite:///{tmp_path}/s.db\n")
+    registry = MemoryRegistry(tmp_path, config)
+    try:
+        response = registry.request("GET", "/v1/search?q=foo")
+        assert v1_error(response, 401, "Requires authorization")
+        assert response.headers["WWW-Authenticate"] == CHALLENGE
+        response = registry.request("GET", "/v1/search?q=foo", headers=basic("reader", "no"))
+        assert v1_error(response, 401, "Invalid username or password")
+    finally:
+        registry.close()

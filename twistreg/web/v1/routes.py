@@ -86,6 +86,8 @@ class Policy:
     @ivar mount: when the route exists.
     @ivar upload: for a body streamed into storage: opens its sink, given the route's
         arguments, when the body starts to arrive.
+    @ivar login: for an open route: a password is asked all the same when passwords are
+        on (search lists the repositories a login protects).
     """
 
     access: Access | None
@@ -93,6 +95,7 @@ class Policy:
     conditional: bool = False
     mount: Mount = Mount.ALWAYS
     upload: UploadOpener | None = None
+    login: bool = False
 
 
 @attrs.define
@@ -204,6 +207,9 @@ class RouteTable(PolicyRoutes[Policy]):
                 policy.access, authorization, call.repository)
             # Passwords are V1's in standalone mode only: behind an index, its tokens decide.
             await self.gate.admit(policy.access, authorization,
+                                  passwords=self.registry.settings.standalone)
+        elif policy.login:
+            await self.gate.admit(Access.READ, authorization,
                                   passwords=self.registry.settings.standalone)
         return call
 

@@ -63,7 +63,7 @@ def merge_results(local: list[dict], upstream: object) -> list[dict]:
 def add_search_routes(v1: RouteTable) -> None:
     """R26; mounted only when search is on (otherwise the path answers 404 C{Not found})."""
 
-    @v1.route("/v1/search", "GET", Policy(None, mount=Mount.SEARCH))
+    @v1.route("/v1/search", "GET", Policy(None, mount=Mount.SEARCH, login=True))
     async def search(call: RouteCall) -> bytes:
         request, search_index = call.request, call.registry.search
         assert search_index is not None
