@@ -164,14 +164,15 @@ class LocalStorageTests(TemporaryDirectories, SynchronousTestCase):
         self.assertEqual(sorted(os.listdir(directory)), [os.path.basename(alive)])
 
     def test_sweep_covers_the_v2_trees(self) -> None:
-        """Blobs and upload chunks are written through temporary files too."""
-        directories = ("docker/registry/v2/blobs/sha256/ab/abcd", "twistreg/v2/uploads/u")
+        """Blobs, upload chunks and bridge records are written through temporary files too."""
+        directories = ("docker/registry/v2/blobs/sha256/ab/abcd", "twistreg/v2/uploads/u",
+                       "twistreg/v1/bridge/images/ab")
         left = [os.path.join(self.root, directory, ".tmp-999999999-ab-data")
                 for directory in directories]
         for path in left:
             os.makedirs(os.path.dirname(path))
             open(path, "wb").close()
-        self.assertEqual(self.storage.sweep_temporary(), 2)
+        self.assertEqual(self.storage.sweep_temporary(), 3)
         self.assertFalse(any(os.path.exists(path) for path in left))
 
 

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twistreg.config import ConfigError
-from twistreg.layout import IMAGES, REPOSITORIES, TWISTREG_V2, V2_ROOT
+from twistreg.layout import IMAGES, REPOSITORIES, TWISTREG_V1, TWISTREG_V2, V2_ROOT
 from twistreg.storage.interface import (
     ILocalFiles,
     IMaintainable,
@@ -323,7 +323,7 @@ class LocalStorage:
         @return: how many files were removed.
         """
         removed = 0
-        for top in (IMAGES, REPOSITORIES, V2_ROOT, TWISTREG_V2):
+        for top in (IMAGES, REPOSITORIES, V2_ROOT, TWISTREG_V1, TWISTREG_V2):
             for directory, _dirs, files in os.walk(os.path.join(self.root, top)):
                 for name in files:
                     if name.startswith(TEMP_PREFIX) and not _owner_alive(name):
