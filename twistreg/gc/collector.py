@@ -133,23 +133,52 @@ class Collection:
                     pass
         return found
 
-    async def _linked(self) -> set[Digest]:
-        """The digests some repository links now, as a manifest or as a blob."""
+    async def _linked(self) -> dict[Digest, list[str]]:
+        """
+        The digests some repository links now, as a manifest or as a blob, with the keys of
+        those links. A listing may name links removed a moment ago (some S3 stores list a
+        deleted key for a while): L{_confirmed} reads them.
+        """
         names = await Repositories(self._storage).catalog()
 
-        async def of(name: str) -> set[Digest]:
+        async def of(name: str) -> list[tuple[Digest, str]]:
             top = layout.v2_repository_key(name)
-            return (await digests_under(self._storage, f"{top}/{layout.V2_MANIFESTS}/revisions")
-                    | await digests_under(self._storage, f"{top}/{layout.V2_LAYERS}"))
+            revisions = await digests_under(
+                self._storage, f"{top}/{layout.V2_MANIFESTS}/revisions")
+            blobs = await digests_under(self._storage, f"{top}/{layout.V2_LAYERS}")
+            return ([(digest, layout.revision_link_key(name, digest)) for digest in revisions]
+                    + [(digest, layout.layer_link_key(name, digest)) for digest in blobs])
 
-        return set().union(*await self._pace.each(of, names))
+        linked: dict[Digest, list[str]] = {}
+        for found in await self._pace.each(of, names):
+            for digest, key in found:
+                linked.setdefault(digest, []).append(key)
+        return linked
 
-    async def _images_of_bridged_blobs(self, linked: set[Digest]) -> tuple[set[str], set[Digest]]:
+    async def _confirmed(self, linked: dict[Digest, list[str]],
+                         digests: set[Digest]) -> set[Digest]:
+        """Those of C{digests} that a link listed in C{linked} really names now."""
+
+        async def holds(digest: Digest) -> bool:
+            for key in linked.get(digest, ()):
+                if await self._storage.exists(key):
+                    return True
+            return False
+
+        ordered = sorted(digests & set(linked), key=str)
+        return {digest for digest, held in zip(ordered, await self._pace.each(holds, ordered))
+                if held}
+
+    async def _images_of_bridged_blobs(
+        self, linked: set[Digest] | dict[Digest, list[str]]
+    ) -> tuple[set[str], set[Digest]]:
         """
         The V1 images whose layer is a blob some repository links (kept with it), and the
         bridged blobs no repository links.
         """
         records = await digests_under(self._storage, layout.BRIDGED_BLOBS)
+        if isinstance(linked, dict):
+            linked = await self._confirmed(linked, records)
         images = set()
         for digest in sorted(records & linked, key=str):
             content = await _read(self._storage, layout.bridged_blob_key(digest))
@@ -300,7 +329,7 @@ class Collection:
 
     async def _sweep_bridge_records(self, unlinked: set[Digest], images: set[str]) -> None:
         if unlinked:
-            linked = await self._linked()
+            linked = await self._confirmed(await self._linked(), unlinked)
             for digest in sorted(unlinked - linked, key=str):
                 await self._pace.breathe()
                 key = layout.bridged_blob_key(digest)
@@ -319,7 +348,9 @@ class Collection:
     async def _sweep_blobs(self, old_blobs: list[Digest]) -> None:
         if not old_blobs:
             return
-        kept = await self._linked() | await self._bridged_manifests(await self._kept_images_now())
+        candidates = set(old_blobs)
+        kept = (await self._confirmed(await self._linked(), candidates)
+                | await self._bridged_manifests(await self._kept_images_now()))
 
         async def sweep(digest: Digest) -> None:
             key = layout.blob_data_key(digest)

@@ -76,7 +76,7 @@ class Report:
         parts = [f"{self.objects[kind]} {kind}" for kind in KINDS if self.objects[kind]]
         what = ", ".join(parts) if parts else "nothing"
         return (f"gc {verb} {what} ({_size(self.total_bytes)}) from {storage} storage"
-                f" in {self.seconds:.1f} s")
+                f" in {self.seconds:.2f} s")
 
 
 def _size(count: int) -> str:

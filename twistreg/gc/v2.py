@@ -186,8 +186,10 @@ class V2Marker:
             lambda digest: modified(storage, layout.layer_link_key(name, digest)), unreferenced)
         old_links = {digest for digest, time in zip(unreferenced, link_written)
                      if self._old(time, self._grace)}
+        # Listed but gone: some S3 stores list a removed key for a while.
+        gone = {digest for digest, time in zip(unreferenced, link_written) if time is None}
         return RepositoryMark(name, tags, kept, manifests, old_links,
-                              (revisions - manifests) | (links - old_links))
+                              (revisions - manifests) | (links - old_links - gone))
 
 
 
