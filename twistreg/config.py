@@ -61,6 +61,7 @@ DEFAULT_BRIDGE_PLATFORM = ("linux", "amd64")
 DEFAULT_GC_GRACE = 3600.0
 # A manifest no tag, index or kept subject reaches is kept this long after its push: a week.
 DEFAULT_GC_UNTAGGED = 604800.0
+DEFAULT_METRICS_PATH = "/metrics"
 
 # The settings used when no config file is found (the "built-in" column of §10.2). Every key
 # not listed here has the same built-in and "absent" value, so this mapping is simply loaded as
@@ -228,6 +229,23 @@ class GCSettings:
 
 
 @attrs.frozen
+class MetricsSettings:
+    """
+    The C{metrics:} keys: Prometheus metrics of every process of the node (docs/operations.md).
+
+    @ivar enabled: off unless asked for: the page tells anyone who can reach it how the
+        registry is used, and it answers without authentication.
+    @ivar path: where the page is served.
+    @ivar listen: a Twisted endpoint string of its own (then only there, served by the master
+        of a pool or by the single process); C{None}: on the registry's own listeners.
+    """
+
+    enabled: bool = False
+    path: str = DEFAULT_METRICS_PATH
+    listen: str | None = None
+
+
+@attrs.frozen
 class Settings:
     """
     Everything the registry needs from its configuration, validated once at load time.
@@ -255,6 +273,7 @@ class Settings:
     @ivar readonly: every write is refused; reads go on.
     @ivar passwords: the htpasswd users, or C{None} when C{auth} is not set.
     @ivar gc: garbage collection (L{GCSettings}).
+    @ivar metrics: Prometheus metrics (L{MetricsSettings}).
     @ivar bridge_platform: the entry of a V2 index that V1 clients are served: os,
         architecture and, when given, variant.
     """
@@ -290,6 +309,7 @@ class Settings:
     gc: GCSettings = GCSettings()
     readonly: bool = False
     passwords: PasswordSettings | None = None
+    metrics: MetricsSettings = MetricsSettings()
 
 
 _SERVER_OVERRIDES = frozenset(f"server.{field.name}" for field in attrs.fields(ServerSettings))
@@ -625,7 +645,19 @@ def _build(
         gc=_gc(_section(raw, "gc")),
         readonly=bool(raw.get("readonly")),
         passwords=_passwords(_section(raw, "auth")),
+        metrics=_metrics(_section(raw, "metrics")),
     )
+
+
+def _metrics(section: Mapping[Any, Any]) -> MetricsSettings:
+    """The C{metrics:} keys; the path is a plain path (no query), never C{/_health}."""
+    path = _text("config key metrics.path", section.get("path")) or DEFAULT_METRICS_PATH
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path) or path == "/_health":
+        raise ConfigError(f"config key metrics.path must be a path such as /metrics,"
+                          f" not {path!r}")
+    listen = _text("config key metrics.listen", section.get("listen"))
+    return MetricsSettings(enabled=bool(section.get("enabled")), path=path,
+                           listen=listen.strip() if listen and listen.strip() else None)
 
 
 def _gc(section: Mapping[Any, Any]) -> GCSettings:

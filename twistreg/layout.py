@@ -518,3 +518,8 @@ def revisions_key(name: str, algorithm: str) -> str:
 def bridged_image_directory(image_id: str) -> str:
     """Everything kept of one V1 image made for a V2 image (L{bridged_image_key})."""
     return f"{BRIDGED_IMAGES}/{image_id}"
+
+
+#: What C{/_health} writes and removes to prove the storage takes writes: beside twistreg's
+#: own trees, read by nothing.
+HEALTH_PROBE_KEY = "twistreg/health-check"

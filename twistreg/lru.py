@@ -12,6 +12,11 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from twistreg.metrics import Count, count
+
+#: What an unnamed cache counts into: nothing ever flushes it.
+_NOT_COUNTED = Count("cache_hits", ("unnamed",))
+
 
 class BoundedLRU:
     """
@@ -21,12 +26,16 @@ class BoundedLRU:
         removed from storage by hand or by a collector stops being served soon after); None:
         for as long as it stays within the budget.
     @param clock: what ages the values; required with C{max_age}.
+    @param name: the C{cache} label of its hits and misses in the metrics; None: not counted.
     """
 
     def __init__(self, budget: int, max_age: float | None = None,
-                 clock: IReactorTime | None = None) -> None:
+                 clock: IReactorTime | None = None, *, name: str | None = None) -> None:
         if max_age is not None and clock is None:
             raise ValueError("an age limit needs a clock")
+        self._hits = self._misses = _NOT_COUNTED
+        if name is not None:
+            self._hits, self._misses = count("cache_hits", name), count("cache_misses", name)
         self._clock = clock
         self._budget = budget
         self._max_age = max_age
@@ -37,12 +46,15 @@ class BoundedLRU:
         """The value kept under C{key}, or None."""
         entry = self._entries.get(key)
         if entry is None:
+            self._misses.inc()
             return None
         value, _, expiry = entry
         if expiry is not None and expiry <= self._clock.seconds():
             self._drop(key)
+            self._misses.inc()
             return None
         self._entries.move_to_end(key)
+        self._hits.inc()
         return value
 
     def keep(self, key: Hashable, value: Any, size: int) -> None:

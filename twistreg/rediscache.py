@@ -101,6 +101,7 @@ class RedisClient:
     ) -> None:
         self._clock = reactor
         self._timeout = timeout
+        self.purpose = purpose
         self._target = f"{purpose} {settings.host}:{settings.port}/{settings.db}"
         self._settings = settings
         self._started = 0.0
@@ -129,6 +130,10 @@ class RedisClient:
         factory.startConnecting(_endpoint(self._clock, settings.host, settings.port))
         self._started = self._clock.seconds()
         return factory
+
+    async def ping(self) -> None:
+        """Whether Redis answers (C{/_health}): raises L{RedisUnavailable} when it does not."""
+        await self._call(b"PING")
 
     async def get(self, key: bytes) -> bytes | None:
         """The value of C{key}, or None when Redis has none."""

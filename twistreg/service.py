@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
 from zope.interface import implementer
 
 from twistreg.bridge.tagspace import TagSpace
@@ -32,6 +33,8 @@ from twistreg.config import (
     require_supported_storage,
 )
 from twistreg.gc.schedule import Collector
+from twistreg.metrics import PoolMetrics, RequestTally, start_flushing
+from twistreg.metrics import flush as flush_metrics
 from twistreg.oci.repositories import Repositories
 from twistreg.oci.uploads import Uploads
 from twistreg.rediscache import RedisClient, namespace
@@ -48,6 +51,7 @@ from twistreg.server.logfiles import ReopenableStream
 from twistreg.storage import open_storage
 from twistreg.storage.cache import CachedStorage
 from twistreg.storage.interface import IMaintainable, IStaleUploads, IStorage
+from twistreg.web.scrape import MetricsOnly
 from twistreg.web.site import RegistrySite
 from twistreg.web.wsgi import WSGI_APPLICATION, WSGIContainer, load_wsgi_application
 
@@ -69,8 +73,10 @@ def build_registry(settings: Settings, reactor) -> Registry:
     """
     require_supported_storage(settings)
     storage = open_storage(settings, reactor)
+    redis: list[RedisClient] = []
     if settings.cache_lru is not None:
         lru = RedisClient(settings.cache_lru, reactor, purpose="cache_lru")
+        redis.append(lru)
         storage = CachedStorage(storage, lru, namespace(settings), settings.cache_lru.ttl)
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
     index_client = None
@@ -79,6 +85,7 @@ def build_registry(settings: Settings, reactor) -> Registry:
         index_client = IndexClient(settings.index_endpoint, http, reactor, settings.index_timeout)
         if settings.cache is not None:
             shared = RedisClient(settings.cache, reactor, purpose="cache")
+            redis.append(shared)
     auth = Authorizer(settings, storage, reactor, index_client, shared)
     mirror = None
     if settings.mirroring_source:
@@ -88,7 +95,8 @@ def build_registry(settings: Settings, reactor) -> Registry:
     if not settings.v2:
         return Registry(settings=settings, storage=storage, auth=auth,
                         images=Images(storage, reactor, auth), tags=Tags(storage, reactor, search),
-                        index=Index(storage, search), clock=reactor, mirror=mirror, search=search)
+                        index=Index(storage, search), clock=reactor, mirror=mirror, search=search,
+                        redis=tuple(redis))
     # One tag namespace for both protocols, and each served what the other pushed.
     tag_space = TagSpace(storage)
     repositories = Repositories(storage, before_tag=tag_space.take_from_v1)
@@ -99,6 +107,7 @@ def build_registry(settings: Settings, reactor) -> Registry:
         repositories=repositories, uploads=Uploads(storage, reactor), tag_space=tag_space,
         v1_view=V1View(storage, reactor, tags, repositories),
         v2_view=V2View(storage, reactor, repositories, settings.bridge_platform),
+        redis=tuple(redis),
     )
 
 
@@ -119,7 +128,45 @@ def build_site(settings: Settings, reactor, access_log: IO[str] | ReopenableStre
                              trusted_proxies=server.trusted_proxies, multiprocess=multiprocess)
     registry = build_registry(settings, reactor) if server.serves_registry else None
     return RegistrySite(registry, access_log, wsgi=wsgi, wsgi_mount=server.wsgi_mount,
-                        reactor=reactor)
+                        metrics=count_requests(settings, reactor), reactor=reactor)
+
+
+def count_requests(settings: Settings, reactor) -> RequestTally | None:
+    """
+    When metrics are on, what counts a Site's requests, flushed into the metrics every
+    second and once more as the reactor stops (after a worker's drain).
+    """
+    if not settings.metrics.enabled:
+        return None
+    tally = RequestTally()
+    flushing = start_flushing(reactor)
+    reactor.addSystemEventTrigger("during", "shutdown", flushing.stop)
+    reactor.addSystemEventTrigger("during", "shutdown", flush_metrics)
+    return tally
+
+
+def listen_for_metrics(settings: Settings, reactor,
+                       directory: str | None = None) -> defer.Deferred | None:
+    """
+    Serve the metrics page alone on C{metrics.listen}, when set (and metrics are on): what
+    the single process or a pool's master does, so that one process answers there.
+
+    @param directory: the pool's metrics directory (the master), else this process's.
+    @return: the listening port's Deferred, or None.
+    """
+    metrics = settings.metrics
+    if not metrics.enabled or metrics.listen is None:
+        return None
+    site = Site(MetricsOnly(metrics.path, directory))
+    site.noisy = False
+    endpoint = parse_endpoint(reactor, metrics.listen)
+
+    def listening(port: IListeningPort) -> IListeningPort:
+        log.info("twistreg serving metrics at {path} on {address}", path=metrics.path,
+                 address=describe_address(port.getHost()))
+        return port
+
+    return endpoint.listen(site).addCallback(listening)
 
 
 def open_access_log(target: str | None) -> IO[str] | ReopenableStream | None:
@@ -218,6 +265,9 @@ class RegistryService(service.Service):
         failures: list[Failure] = []
         for endpoint in self._endpoints:
             endpoint.listen(self.site).addCallbacks(self._listening, failures.append)
+        metrics = listen_for_metrics(self.settings, self._reactor)
+        if metrics is not None:
+            metrics.addCallbacks(self.ports.append, failures.append)
         if failures:
             self.stopService()
             failures[0].raiseException()
@@ -434,6 +484,8 @@ class PreforkRegistryService(PreforkService):
         self._search = None
         self._janitor: task.LoopingCall | None = None
         self._collector: Collector | None = None
+        self.metrics: PoolMetrics | None = None
+        self._metrics_port: IListeningPort | None = None
         if settings.server.serves_registry:
             require_supported_storage(settings)
             # The master creates (and fills) a new search index once, before workers use it.
@@ -453,6 +505,7 @@ class PreforkRegistryService(PreforkService):
                 self._pool_config(settings),
                 reload_config=self._reload,
                 on_serving=lambda address: _log_serving(self.settings, address),
+                on_worker_event=self._worker_event,
                 **kwargs,
             )
         except ValueError as error:
@@ -490,11 +543,21 @@ class PreforkRegistryService(PreforkService):
             log.warn("reload: the listen endpoints changed; restart the server to apply that")
         if worker_count(settings) == 0:
             log.warn("reload: workers 0 needs a restart; keeping one worker meanwhile")
+        before, after = self.settings.metrics, settings.metrics
+        if (before.enabled, before.listen) != (after.enabled, after.listen):
+            log.warn("reload: metrics.enabled or metrics.listen changed; restart the server"
+                     " to apply that")
         self.settings = settings
         return self._pool_config(settings)
 
     def startService(self) -> None:
-        super().startService()
+        """The metrics directory (and endpoint) first: the workers inherit the directory."""
+        self._start_metrics()
+        try:
+            super().startService()
+        except Exception:
+            self._stop_metrics()
+            raise
         if not self.settings.server.serves_registry:
             return
         # Once, here: workers come and go, and a purge in each would race with the others.
@@ -514,7 +577,40 @@ class PreforkRegistryService(PreforkService):
         stopped = super().stopService()
         if self._search is not None:
             self._search.close()
-        return stopped
+        # Once the workers are gone: they write to the directory until they end.
+        return stopped.addBoth(lambda result: (self._stop_metrics(), result)[1])
+
+    def _start_metrics(self) -> None:
+        """
+        With metrics on: a fresh directory for every process's values (beside the pid file,
+        else in the temporary directory), and the metrics endpoint, served here.
+        """
+        if not self.settings.metrics.enabled:
+            return
+        pidfile = self.settings.server.pidfile
+        self.metrics = PoolMetrics(os.path.dirname(os.path.abspath(pidfile)) if pidfile else None)
+        failures: list[Failure] = []
+        listening = listen_for_metrics(self.settings, self._reactor, self.metrics.directory)
+        if listening is not None:
+            listening.addCallbacks(self._metrics_listening, failures.append)
+        if failures:
+            self._stop_metrics()
+            failures[0].raiseException()
+
+    def _metrics_listening(self, port: IListeningPort) -> None:
+        self._metrics_port = port
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_port is not None:
+            self._metrics_port.stopListening()
+            self._metrics_port = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def _worker_event(self, kind: str, pid: int | None) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_event(kind, pid)
 
 
 def make_service(

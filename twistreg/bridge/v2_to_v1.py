@@ -194,7 +194,7 @@ class V2View:
         self._repositories = repositories
         self._platform = platform
         #: image id → L{BridgedImage}; manifest digest → its V1 images (empty: none).
-        self._kept = BoundedLRU(VIEW_BUDGET)
+        self._kept = BoundedLRU(VIEW_BUDGET, name="v1_views")
 
     async def tag(self, repository: Repository, tag: str) -> str | None:
         """The V1 image id of the V2 tag C{tag}; None when there is none V1 can serve."""

@@ -106,7 +106,7 @@ class Repositories:
         self._before_tag = before_tag
         #: Manifests by digest, bytes and parse: what a digest names never changes (whether
         #: a repository has it is asked of storage every time).
-        self._manifests = BoundedLRU(MANIFESTS_BUDGET)
+        self._manifests = BoundedLRU(MANIFESTS_BUDGET, name="v2_manifests")
 
     # Links: a file holding a digest, the Go registry's way of saying "this repository has it".
 

@@ -151,7 +151,8 @@ class Images:
         self._json_hooks = json_hooks
         #: ("json", id): the json, layer size and checksums of a complete image;
         #: ("ancestry", id): the ancestry of an image no longer in progress.
-        self._completed = BoundedLRU(COMPLETED_BUDGET, COMPLETED_MAX_AGE, reactor)
+        self._completed = BoundedLRU(COMPLETED_BUDGET, COMPLETED_MAX_AGE, reactor,
+                                     name="v1_images")
 
     def _known_complete(self, image_id: str) -> bool:
         return (self._completed.get(("json", image_id)) is not None

@@ -5,6 +5,8 @@ One registry's rules over one storage, gathered for the web layer that serves th
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
@@ -35,6 +37,8 @@ class Registry:
     @ivar tag_space: one tag namespace for both protocols, when the V2 API is on.
     @ivar v1_view: V1 tags served to V2 clients, when the V2 API is on.
     @ivar v2_view: V2 tags served to V1 clients, when the V2 API is on.
+    @ivar redis: the Redis clients of C{cache_lru} and C{cache}, those configured (what
+        C{/_health} asks).
     """
 
     settings: Settings
@@ -51,3 +55,4 @@ class Registry:
     tag_space: TagSpace | None = None
     v1_view: V1View | None = None
     v2_view: V2View | None = None
+    redis: tuple[Any, ...] = ()

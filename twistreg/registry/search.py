@@ -160,6 +160,10 @@ class SearchIndex:
         """The driver's base exception: what an unusable database raises (C{sqlite3.Error}...)."""
         return self._pool.dbapi.Error
 
+    def ping(self) -> defer.Deferred[Any]:
+        """A trivial query: whether the database answers (C{/_health})."""
+        return self._pool.runQuery("SELECT 1")
+
     def close(self) -> None:
         """Close the database connections and stop the pool's threads."""
         self._pool.close()

@@ -428,6 +428,8 @@ class Arbiter:
     @param on_serving: called once, when the first worker is ready.
     @param on_reload_failed: called with the reason when a reload is abandoned because its
         workers cannot boot; the previous generation serves on.
+    @param on_worker_event: called with a worker event's kind (C{spawn}, C{ready},
+        C{recycle}, C{exit}...) and the worker's pid, for metrics.
     @param rng: chooses each worker's max-requests jitter.
     @ivar generation: the generation the pool is made of (or being rolled to, during a
         reload); every reload gets a new number, even after one was abandoned.
@@ -443,9 +445,11 @@ class Arbiter:
         on_ready: Callable[[int], object] = lambda generation: None,
         on_serving: Callable[[], object] = lambda: None,
         on_reload_failed: Callable[[str], object] = lambda reason: None,
+        on_worker_event: Callable[[str, int | None], object] = lambda kind, pid: None,
         rng: random.Random | None = None,
     ) -> None:
         self.clock = reactor
+        self._on_worker_event = on_worker_event
         self._launcher = launcher
         self.config = config
         self._on_fatal = on_fatal
@@ -739,6 +743,11 @@ class Arbiter:
         """A structured log event about a worker: C{worker_event} says which."""
         emit = getattr(log, {"warning": "warn"}.get(level, level))
         emit(text, pid=worker.pid, worker_event=kind, worker_age=worker.age, **fields)
+        try:
+            self._on_worker_event(kind, worker.pid)
+        except Exception:
+            # Counting must never stop the supervision.
+            log.failure("recording the worker event {kind} failed", kind=kind)
 
     def counts(self) -> dict[str, int]:
         """How many workers are in each state (observability, tests)."""
@@ -778,6 +787,7 @@ class PreforkService(service.Service):
         fails (refused, or abandoned because its workers cannot boot): the pool serves on.
     @param on_reloading: called when a reload (HUP) begins; C{on_ready} tells its end.
     @param launcher_factory: makes the L{IWorkerLauncher} from the reactor and the sockets.
+    @param on_worker_event: see L{Arbiter}.
     """
 
     def __init__(
@@ -792,9 +802,11 @@ class PreforkService(service.Service):
         on_ready: Callable[[int], object] = lambda generation: None,
         on_reloading: Callable[[], object] = lambda: None,
         launcher_factory: Callable[..., IWorkerLauncher] = ProcessLauncher,
+        on_worker_event: Callable[[str, int | None], object] = lambda kind, pid: None,
         rng: random.Random | None = None,
     ) -> None:
         self._reactor = reactor
+        self._on_worker_event = on_worker_event
         self.specs: list[ListenSpec] = [parse_listen(reactor, d) for d in listen]
         self.config = config
         self._reload_config = reload_config
@@ -824,7 +836,8 @@ class PreforkService(service.Service):
         self.launcher = launcher = self._launcher_factory(self._reactor, sockets)
         self.arbiter = Arbiter(self._reactor, launcher, self.config, on_fatal=self._fatal,
                                on_ready=self._on_ready, on_serving=self._serving,
-                               on_reload_failed=self._reload_failed, rng=self._rng)
+                               on_reload_failed=self._reload_failed,
+                               on_worker_event=self._on_worker_event, rng=self._rng)
         self.arbiter.start()
 
     def _serving(self) -> None:

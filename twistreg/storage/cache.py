@@ -42,12 +42,17 @@ from twisted.internet import defer
 from zope.interface import alsoProvides, implementer, providedBy
 
 from twistreg.layout import is_layer_key, is_small_key, may_hold_small_keys
+from twistreg.metrics import count
 from twistreg.rediscache import RedisClient, RedisUnavailable
 from twistreg.storage.interface import IStorage, IWriter, KeyNotFound
 
 #: How many keys whose Redis update failed a process remembers; past it, their entries
 #: expire with their TTL.
 STALE_LIMIT = 10000
+
+#: The metrics' counts of this cache (C{cache="redis"}).
+_HITS = count("cache_hits", "redis")
+_MISSES = count("cache_misses", "redis")
 
 _PRESENT = b"+"
 _ABSENT = b"-"
@@ -200,11 +205,15 @@ class CachedStorage:
             await self._forget_stale()
             cached = await self._redis.get(redis_key)
         except RedisUnavailable:
+            _MISSES.inc()
             return await read()
         if cached == _ABSENT:
+            _HITS.inc()
             return None
         if cached is not None and cached.startswith(_PRESENT):
+            _HITS.inc()
             return cached[len(_PRESENT):]
+        _MISSES.inc()
         value = await read()
         try:
             await self._redis.set(redis_key, _ABSENT if value is None else _PRESENT + value,

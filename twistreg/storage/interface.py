@@ -6,6 +6,11 @@ from __future__ import annotations
 from zope.interface import Attribute, Interface
 
 from twistreg.errors import RegistryError
+from twistreg.metrics import count
+
+#: The metrics' counts of storage failures, by kind.
+_TIMEOUTS = count("storage_errors", "timeout")
+_FAILURES = count("storage_errors", "failure")
 
 
 class KeyNotFound(Exception):
@@ -24,6 +29,8 @@ class StorageUnavailable(RegistryError):
         super().__init__(503, "Storage unavailable")
         self.reason = reason
         self.timed_out = timed_out
+        # Counted here, the one place every driver's failure passes (C{/metrics}).
+        (_TIMEOUTS if timed_out else _FAILURES).inc()
 
     def __str__(self) -> str:
         return self.reason

@@ -31,6 +31,7 @@ from twisted.web.iweb import IRequest
 
 from twistreg.compat import request_line
 from twistreg.errors import RegistryError
+from twistreg.metrics import uploads_in_flight
 from twistreg.registry.images import LayerUpload
 from twistreg.web.responses import JSON_HEADERS, json_body, raw_answer, render_json
 
@@ -87,12 +88,16 @@ class CappedBody(io.BytesIO):
     nothing more is kept.
     """
 
+    #: Bytes of the body that arrived, kept or not (the metrics' bytes in).
+    received = 0
+
     def __init__(self, overflow: Callable[[], None], limit: int = BODY_LIMIT) -> None:
         super().__init__()
         self._overflow: Callable[[], None] | None = overflow
         self._limit = limit
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.received += len(data)
         if self._overflow is None:
             return len(data)
         if self.tell() + len(data) > self._limit:
@@ -342,12 +347,20 @@ class RegistryRequest(server.Request):
             transport.bufferSize = max(getattr(transport, "bufferSize", 0), UPLOAD_READ_SIZE)
             self.content = UploadBody(opening, transport.pauseProducing,
                                       transport.resumeProducing, self._refuse)
+            if getattr(site, "metrics", None) is not None:
+                self._count_upload(b"v2" if target.startswith(b"/v2/") else b"v1")
         else:
             limit, too_large = self._answers.body_limit, self._answers.too_large
             if length is not None and length > limit:
                 self._answer_early(too_large())
             else:
                 self.content = CappedBody(lambda: self._answer_early(too_large()), limit)
+
+    def _count_upload(self, protocol: bytes) -> None:
+        """In flight from now until the request ends, whichever way (its connection lost)."""
+        gauge = uploads_in_flight(protocol.decode("ascii"))
+        gauge.inc()
+        self.notifyFinish().addBoth(lambda _: gauge.dec())
 
     def _refuse(self, failure: Failure) -> bool:
         """

@@ -40,6 +40,7 @@ class PolicyRoutes(Generic[P]):
         self.app = Klein()
         self.app.url_map.merge_slashes = False
         self._policies: dict[str, P] = {}
+        self._families: dict[str, str] = {}
         self._adapter: MapAdapter | None = None
         self.upload_methods: frozenset[bytes] = frozenset()
 
@@ -57,6 +58,7 @@ class PolicyRoutes(Generic[P]):
             for path in (paths,) if isinstance(paths, str) else paths:
                 endpoint = f"{method} {path}"
                 self._policies[endpoint] = policy
+                self._families[endpoint] = route_family(handler, path)
                 if getattr(policy, "upload", None) is not None:
                     self.upload_methods |= {method.encode("ascii")}
                 self.app.route(path, methods=[method], endpoint=endpoint)(
@@ -81,6 +83,8 @@ class PolicyRoutes(Generic[P]):
         if not valid_host(request):
             raise self._refuse_host()
         endpoint, arguments = self._match(request.method, path_info)
+        # The metrics' label: bounded, unlike the path (L{twistreg.metrics}).
+        request.route_family = self._families[endpoint]
         return self.app.execute_endpoint(endpoint, request, **arguments)
 
     def _match(self, method: bytes, path_info: str) -> tuple[str, dict[str, Any]]:
@@ -146,3 +150,14 @@ class PolicyRoutes(Generic[P]):
     def _refuse_host(self) -> Exception:
         """The error for a C{Host} header that is no host name."""
         raise NotImplementedError
+
+
+def route_family(handler: Handler, path: str) -> str:
+    """
+    A route's family, the metrics' C{route} label: the module that declares it (C{ping},
+    C{images}, C{blobs}, C{manifests}...), with V2's blob uploads apart from blob reads.
+    """
+    family = handler.__module__.rpartition(".")[2]
+    if family == "blobs" and "/blobs/uploads" in path:
+        return "uploads"
+    return family

@@ -17,6 +17,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from twistreg.compat import BadRequestChannel
+from twistreg.metrics import NO_ROUTE, RequestTally
 from twistreg.registry.rules import Registry
 from twistreg.web import responses
 from twistreg.web.body import (
@@ -27,7 +28,9 @@ from twistreg.web.body import (
 )
 from twistreg.web.capacity import LINGERING, Overloaded, connection_capacity
 from twistreg.web.dispatch import RoutedResource
+from twistreg.web.health import HealthResource, registry_checks
 from twistreg.web.routing import PolicyRoutes
+from twistreg.web.scrape import MetricsPage
 from twistreg.web.v1 import build_routes
 from twistreg.web.v1.errors import render_error as render_v1_error
 from twistreg.web.v2 import build_v2_routes
@@ -49,6 +52,12 @@ class RegistryResource:
         self.v1 = RoutedResource(build_routes(registry), render_v1_error)
         self.v2 = (RoutedResource(build_v2_routes(registry), render_v2_error)
                    if registry.settings.v2 else None)
+        # Answered before either protocol's routes: no access policy applies to them.
+        self._pages: dict[bytes, IResource] = {
+            b"/_health": HealthResource(registry_checks(registry), registry.clock)}
+        metrics = registry.settings.metrics
+        if metrics.enabled and metrics.listen is None:
+            self._pages[metrics.path.encode("ascii")] = MetricsPage()
 
     def _for_path(self, segments: list[bytes]) -> RoutedResource:
         if self.v2 is not None and segments[:1] == [b"v2"]:
@@ -56,6 +65,9 @@ class RegistryResource:
         return self.v1
 
     def render(self, request: IRequest) -> object:
+        page = self._pages.get(request.path)
+        if page is not None:
+            return page.render(request)
         return self._for_path(request.postpath).render(request)
 
     def routes_for(self, target: bytes) -> PolicyRoutes:
@@ -120,7 +132,12 @@ class RegistryChannel(BadRequestChannel):
 
 
 class TimedRequest(RegistryRequest):
-    """Remembers when the request began, for the access log's duration."""
+    """
+    Remembers when the request began, for the access log's duration, and the route family
+    that answered it, for the metrics (set when a route matches).
+    """
+
+    route_family = NO_ROUTE
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -134,6 +151,7 @@ class RegistrySite(server.Site):
 
     @param wsgi: a WSGI application to serve under C{wsgi_mount}, beside the registry; with
         no C{registry}, it serves the whole site (C{wsgi_mount} C{/}).
+    @param metrics: counts every request answered, when metrics are on.
     @ivar wsgi_prefix: the mount's path segments, which the requests read to spool the
         application's bodies; C{None} without one.
     """
@@ -145,9 +163,11 @@ class RegistrySite(server.Site):
         *,
         wsgi: WSGIContainer | None = None,
         wsgi_mount: str = "/",
+        metrics: RequestTally | None = None,
         **kwargs,
     ) -> None:
         self.registry = registry
+        self.metrics = metrics
         self.routes: RegistryResource | None = None
         self.wsgi = wsgi
         self.wsgi_prefix = None if wsgi is None else mount_prefix(wsgi_mount)
@@ -212,6 +232,8 @@ class RegistrySite(server.Site):
                                                           authorization)
 
     def log(self, request: TimedRequest) -> None:
+        if self.metrics is not None:
+            self.metrics.record(request)
         if self._access_log is None:
             return
         self._access_log.write(access_log_line(request) + "\n")
