@@ -323,13 +323,20 @@ class LocalStorage:
         @return: how many files were removed.
         """
         removed = 0
+        for key in self.dead_temporary_files():
+            try:
+                os.unlink(self._path(key))
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def dead_temporary_files(self) -> list[str]:
+        """The keys of the temporary files of processes that died mid-write (blocking)."""
+        found = []
         for top in (IMAGES, REPOSITORIES, V2_ROOT, TWISTREG_V1, TWISTREG_V2):
             for directory, _dirs, files in os.walk(os.path.join(self.root, top)):
-                for name in files:
-                    if name.startswith(TEMP_PREFIX) and not _owner_alive(name):
-                        try:
-                            os.unlink(os.path.join(directory, name))
-                            removed += 1
-                        except FileNotFoundError:
-                            pass
-        return removed
+                found += [os.path.relpath(os.path.join(directory, name), self.root)
+                          for name in files
+                          if name.startswith(TEMP_PREFIX) and not _owner_alive(name)]
+        return sorted(found)
