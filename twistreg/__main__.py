@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from twistreg import purge, reindex
+from twistreg import check, purge, reindex, showconfig
 from twistreg.bridge import command as bridge
 from twistreg.gc import command as gc
 
@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     purge.add_command(commands)
     bridge.add_command(commands)
     gc.add_command(commands)
+    check.add_command(commands)
+    showconfig.add_command(commands)
     options = parser.parse_args(argv)
     options.run(options)
 
