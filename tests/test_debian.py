@@ -120,6 +120,7 @@ def test_the_package_bundles_its_dependencies_and_nothing_of_the_build(deb):
     assert re.search(r"\bpython3\.\d+\b", depends), depends
     contents = _run("dpkg-deb", "-c", str(deb)).stdout
     assert "./usr/lib/twistreg/bin/twist\n" in contents
+    assert "./usr/bin/twistreg-admin\n" in contents
     assert "site-packages/twisted/plugins/twistreg_plugin.py" in contents
     # What twistreg imports, and nothing it does not (txaio was once declared).
     assert "site-packages/setproctitle/" in contents and "site-packages/txaio" not in contents
@@ -148,6 +149,15 @@ def test_install_creates_the_user_the_storage_and_the_plugin_cache(installed):
              "    importlib.import_module('.'.join(parts[:-1] + (parts[-1].split('.')[0],)))\n")
     _run(str(VENV / "bin/python"), "-c", check)
     assert "twistreg" in _run(str(VENV / "bin/twist"), "--help").stdout
+
+
+def test_the_admin_command_runs_on_the_services_configuration(installed):
+    """twistreg-admin reads what the unit reads, as the service's user."""
+    shown = json.loads(_run("/usr/bin/twistreg-admin", "config", "--json").stdout)
+    assert (shown["flavor"], shown["storage"], shown["storage_path"]) == (
+        "prod", "local", str(STATE))
+    done = _run("/usr/bin/twistreg-admin", "purge-uploads")
+    assert "removed 0 stale uploads" in done.stdout
 
 
 def test_the_unit_verifies(installed):
