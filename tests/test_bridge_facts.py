@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import Clock
 
 from tests.server import ROOT, wait_until
 from tests.test_compat_091 import FILES as FILES_0_9_1
@@ -30,14 +29,7 @@ from tests.test_compat_091 import LAYERS as LAYERS_0_9_1
 from tests.test_layerfiles import make_tar, member
 from tests.threads import HeldPool, InlineThreadsReactor
 from twistreg import checksums
-from twistreg.bridge.command import (
-    INTERRUPTED,
-    BarProgress,
-    LineProgress,
-    Report,
-    fill_tree,
-    progress_on,
-)
+from twistreg.bridge.command import Report, fill_tree
 from twistreg.checksums import GZIP_LAYER, TAR_LAYER, LayerFacts, payload_checksum
 from twistreg.config import load_settings
 from twistreg.layout import (
@@ -50,6 +42,7 @@ from twistreg.registry.auth import Authorizer
 from twistreg.registry.images import Images
 from twistreg.registry.layerfacts import Outcome, Stopped, fill_layer_facts, read_layer_facts
 from twistreg.storage.local import LocalStorage
+from twistreg.walking import INTERRUPTED
 
 BASE = "a" * 64
 OTHER = "b" * 64
@@ -272,18 +265,16 @@ class Recorded:
 
     def __init__(self) -> None:
         self.totals: list[int] = []
-        self.seen: list[int] = []
-        self.closed = False
+        self.notes: list[str] = []
 
-    def __call__(self, total: int) -> Recorded:
+    def phase(self, name: str, total: int) -> None:
         self.totals.append(total)
-        return self
 
-    def advance(self, report: Report) -> None:
-        self.seen.append(report.seen)
+    def advance(self, note: str = "") -> None:
+        self.notes.append(note)
 
     def close(self) -> None:
-        self.closed = True
+        pass
 
 
 def fill(storage, reactor=None, stopping=None, progress=None) -> Report:
@@ -301,7 +292,7 @@ def test_fill_a_tree_0_9_1_wrote(tree):
             digest=sha256(layer), size=len(layer), compression="none", diff_id=sha256(layer),
             media_type=TAR_LAYER, empty=False, problem=None)
     assert report.summary("local") == "wrote the layer facts of 2 images in local storage"
-    assert (shown.totals, shown.seen, shown.closed) == ([2], [1, 2], True)
+    assert (shown.totals, shown.notes) == ([2], ["1 layer facts written", "2 layer facts written"])
     again = fill(tree)
     assert (again.written, again.counts[Outcome.PRESENT]) == (0, 2)
     assert again.summary("local") == (
@@ -405,39 +396,6 @@ def test_a_layer_being_read_is_given_up_between_pieces(tree):
     with pytest.raises(Stopped):
         done(result)
     assert tree.read_bytes == 1 << 20
-
-
-def test_lines_every_interval_when_not_a_terminal():
-    clock, out = Clock(), io.StringIO()
-    progress = LineProgress(out, clock, interval=10)
-    report = Report(images=3)
-    report.add(Outcome.WRITTEN, None)
-    progress.advance(report)
-    clock.advance(10)
-    report.add(Outcome.PRESENT, None)
-    progress.advance(report)
-    report.add(Outcome.PRESENT, None)
-    progress.advance(report)
-    assert out.getvalue() == "bridge: 2 of 3 images looked at, 1 layer facts written\n"
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_a_bar_on_a_terminal_drawn_again_while_a_layer_is_read():
-    clock, out = Clock(), Terminal()
-    progress = progress_on(out, clock)(2)
-    assert isinstance(progress, BarProgress)
-    report = Report(images=2)
-    report.add(Outcome.WRITTEN, None)
-    progress.advance(report)
-    clock.advance(0.5)
-    assert "1/2" in out.getvalue().rsplit("\r", 1)[-1]
-    progress.close()
-    assert clock.getDelayedCalls() == []
-    assert isinstance(progress_on(io.StringIO(), clock)(2), LineProgress)
 
 
 # -- the command -----------------------------------------------------------------------------

@@ -25,9 +25,9 @@ from twistreg import layout
 from twistreg.config import GCSettings
 from twistreg.gc import report as kinds
 from twistreg.gc.collector import Rules, collect
-from twistreg.gc.pacing import Pace
 from twistreg.oci.names import parse_digest
 from twistreg.storage.local import LocalStorage
+from twistreg.walking import Pace
 
 HOUR = 3600.0
 NAME = "foo/app"

@@ -15,22 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from typing import Callable, Protocol, TextIO
 
 import attrs
-from twisted.internet import defer, task
-from twisted.internet.interfaces import IReactorTime
 
 from twistreg.checksums import LayerFacts
 from twistreg.commands import add_storage_command, fail, open_existing_storage
 from twistreg.config import ConfigError
-from twistreg.registry.layerfacts import Outcome, Stopped, fill_layer_facts, image_ids
+from twistreg.registry.layerfacts import Outcome, fill_layer_facts, image_ids
 from twistreg.storage.interface import IStorage, StorageUnavailable
-
-#: Seconds between two progress lines when standard error is no terminal.
-LINE_INTERVAL = 10.0
-#: The exit status of a run interrupted by a signal (a shell's, for SIGINT).
-INTERRUPTED = 130
+from twistreg.walking import INTERRUPTED, Progress, Stopped, progress_on, until_shutdown
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -85,71 +78,8 @@ class Report:
         return "; ".join(parts)
 
 
-class Progress(Protocol):
-    """How a run shows where it is."""
-
-    def advance(self, report: Report) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class LineProgress:
-    """A line every C{interval} seconds, for a log or a pipe, where a bar would be noise."""
-
-    def __init__(self, stream: TextIO, clock: IReactorTime,
-                 interval: float = LINE_INTERVAL) -> None:
-        self._stream = stream
-        self._clock = clock
-        self._interval = interval
-        self._next = clock.seconds() + interval
-
-    def advance(self, report: Report) -> None:
-        now = self._clock.seconds()
-        if now < self._next:
-            return
-        self._next = now + self._interval
-        print(f"bridge: {report.seen} of {_plural(report.images, 'image')} looked at,"
-              f" {report.written} layer facts written", file=self._stream, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class BarProgress:
-    """
-    A progress bar on a terminal, an image a step, drawn again every C{interval} seconds:
-    tqdm draws on a step only, and one large layer can take minutes.
-    """
-
-    def __init__(self, stream: TextIO, clock: IReactorTime, total: int,
-                 interval: float = 0.5) -> None:
-        # Imported here: the other commands need no progress bar.
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=total, file=stream, unit="image", desc="bridge",
-                         dynamic_ncols=True)
-        self._redraw = task.LoopingCall(self._bar.refresh)
-        self._redraw.clock = clock
-        self._redraw.start(interval, now=False)
-
-    def advance(self, report: Report) -> None:
-        self._bar.set_postfix_str(f"{report.written} written", refresh=False)
-        self._bar.update(1)
-
-    def close(self) -> None:
-        self._redraw.stop()
-        self._bar.close()
-
-
-def progress_on(stream: TextIO, clock: IReactorTime) -> Callable[[int], Progress]:
-    """A bar when C{stream} is a terminal, lines otherwise; given the number of images."""
-    if stream.isatty():
-        return lambda total: BarProgress(stream, clock, total)
-    return lambda total: LineProgress(stream, clock)
-
-
 async def fill_tree(storage: IStorage, reactor, stopping: threading.Event,
-                    progress: Callable[[int], Progress]) -> Report:
+                    progress: Progress) -> Report:
     """
     L{fill_layer_facts} for every image of the tree, one after the other, until done or
     C{stopping} is set (then the report says it was interrupted).
@@ -158,21 +88,18 @@ async def fill_tree(storage: IStorage, reactor, stopping: threading.Event,
     """
     ids = await image_ids(storage)
     report = Report(images=len(ids))
-    shown = progress(len(ids))
-    try:
-        for image_id in ids:
-            if stopping.is_set():
-                report.interrupted = True
-                break
-            try:
-                outcome, facts = await fill_layer_facts(storage, reactor, image_id, stopping)
-            except Stopped:
-                report.interrupted = True
-                break
-            report.add(outcome, facts)
-            shown.advance(report)
-    finally:
-        shown.close()
+    progress.phase("images", len(ids))
+    for image_id in ids:
+        if stopping.is_set():
+            report.interrupted = True
+            break
+        try:
+            outcome, facts = await fill_layer_facts(storage, reactor, image_id, stopping)
+        except Stopped:
+            report.interrupted = True
+            break
+        report.add(outcome, facts)
+        progress.advance(f"{report.written} layer facts written")
     return report
 
 
@@ -181,24 +108,14 @@ async def _bridge(reactor, options: argparse.Namespace) -> None:
         _, storage = open_existing_storage(options, reactor)
     except ConfigError as error:
         fail("bridge", str(error))
-    stopping = threading.Event()
-    finished: defer.Deferred[None] = defer.Deferred()
-
-    def interrupted() -> defer.Deferred[None] | None:
-        # The reactor stops (a signal) before the run is done: the run gives up the layer it
-        # reads and ends, and the reactor waits for that.
-        if finished.called:
-            return None
-        stopping.set()
-        return finished
-
-    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+    progress = progress_on(sys.stderr, reactor, "bridge")
     try:
-        report = await fill_tree(storage, reactor, stopping, progress_on(sys.stderr, reactor))
+        report = await until_shutdown(
+            reactor, lambda stopping: fill_tree(storage, reactor, stopping, progress))
     except (OSError, StorageUnavailable) as error:
         fail("bridge", f"{storage.name} storage: {error}")
     finally:
-        finished.callback(None)
+        progress.close()
     if report.interrupted:
         print(f"twistreg bridge: interrupted after writing the layer facts of"
               f" {_plural(report.written, 'image')}; run it again to go on", file=sys.stderr)

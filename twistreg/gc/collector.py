@@ -17,15 +17,12 @@ idempotent, so two collections at once (several nodes) remove nothing either wou
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twistreg import layout
 from twistreg.gc import report as kinds
-from twistreg.gc.pacing import Pace, Stopped
 from twistreg.gc.report import Report
 from twistreg.gc.v1 import V1Marker, image_ids, image_state
 from twistreg.gc.v2 import (
@@ -41,6 +38,7 @@ from twistreg.oci.names import Digest, is_name, parse_digest
 from twistreg.oci.repositories import Repositories
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import IStorage, KeyNotFound
+from twistreg.walking import Pace, Progress, Silent, Stopped
 
 log = Logger()
 
@@ -54,24 +52,6 @@ class Rules:
 
     grace: float = 3600.0
     untagged: float = 604800.0
-
-
-class Progress(Protocol):
-    """How a collection says where it is."""
-
-    def phase(self, name: str, total: int) -> None: ...
-
-    def advance(self) -> None: ...
-
-
-class Silent:
-    """No progress shown (the server's collections)."""
-
-    def phase(self, name: str, total: int) -> None:
-        pass
-
-    def advance(self) -> None:
-        pass
 
 
 async def _read(storage: IStorage, key: str) -> bytes | None:

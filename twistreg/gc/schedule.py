@@ -15,9 +15,9 @@ from twisted.python.failure import Failure
 
 from twistreg.config import Settings
 from twistreg.gc.collector import Rules, collect
-from twistreg.gc.pacing import Pace
 from twistreg.gc.report import Report
 from twistreg.storage.interface import IStorage
+from twistreg.walking import Pace
 
 log = Logger()
 

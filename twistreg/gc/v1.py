@@ -7,9 +7,9 @@ list (C{_index_images}) names, since a docker 1.x push writes that list before i
 from __future__ import annotations
 
 from twistreg import layout
-from twistreg.gc.pacing import Pace
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import IStorage, KeyNotFound
+from twistreg.walking import Pace
 
 _INDEX_IMAGES = "_index_images"
 

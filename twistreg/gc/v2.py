@@ -11,11 +11,11 @@ from __future__ import annotations
 import attrs
 
 from twistreg import layout
-from twistreg.gc.pacing import Pace
 from twistreg.oci.errors import DigestInvalid, ManifestInvalid, ManifestTooLarge
 from twistreg.oci.manifests import parse_stored_manifest
 from twistreg.oci.names import Digest, is_tag, parse_digest
 from twistreg.storage.interface import IStorage, KeyNotFound
+from twistreg.walking import Pace
 
 
 @attrs.frozen

@@ -29,6 +29,7 @@ from twistreg.layout import (
     is_image_id,
 )
 from twistreg.storage.interface import IStorage, KeyNotFound
+from twistreg.walking import Stopped
 
 log = Logger()
 
@@ -56,10 +57,6 @@ async def read_layer_facts(storage: IStorage, image_id: str) -> LayerFacts | Non
     except ValueError as error:
         log.warn("unreadable {key}: {error}", key=key, error=error)
         return None
-
-
-class Stopped(Exception):
-    """Reading a layer was given up on because C{stopping} was set."""
 
 
 class Outcome(enum.Enum):
