@@ -162,7 +162,7 @@ def listen_for_metrics(settings: Settings, reactor,
     endpoint = parse_endpoint(reactor, metrics.listen)
 
     def listening(port: IListeningPort) -> IListeningPort:
-        log.info("twistreg serving metrics at {path} on {address}", path=metrics.path,
+        log.info("metrics served at {path} on {address}", path=metrics.path,
                  address=describe_address(port.getHost()))
         return port
 
