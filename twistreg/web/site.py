@@ -43,7 +43,8 @@ from twistreg.web.wsgi import PrefixMount, WSGIContainer, mount_prefix
 class RegistryResource:
     """
     The registry as one leaf resource: C{/v2} and below go to the V2 routes when they are
-    on, everything else to the V1 routes; each protocol answers its own errors.
+    on, everything else to the V1 routes; each protocol answers its own errors. C{/_health}
+    and the metrics page (when served here) are answered first, by no protocol.
     """
 
     isLeaf = True
