@@ -452,6 +452,10 @@ def test_the_command_on_a_tree_0_9_1_wrote(tmp_path, backend):
     assert (second.returncode, second.stdout, second.stderr) == (
         0, f"nothing to do: every complete image in {backend.kind} storage has its layer facts;"
            " 1 image in progress skipped\n", "")
+    third = run_command(tmp_path, *storage_options(backend), "--json")
+    assert (third.returncode, json.loads(third.stdout)) == (0, {
+        "images": 4, "seen": 4, "unbridgeable": 0, "interrupted": False, "written": 0,
+        "present": 3, "in_progress": 1, "no_layer": 0})
 
 
 @pytest.mark.integration

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,13 +46,13 @@ def test_purge_uploads_on_local_storage(tmp_path):
     assert os.listdir(image_dir) == [f".tmp-{os.getpid()}-abc-layer"]
 
 
-def purge_uploads(tmp_path, storage) -> str:
+def purge_uploads(tmp_path, storage, *options: str) -> str:
     """What C{python -m twistreg purge-uploads} prints; it must succeed."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("DOCKER_REGISTRY_CONFIG", None)
     result = subprocess.run(
-        [sys.executable, "-m", "twistreg", "purge-uploads", "--storage-path", str(storage)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        [sys.executable, "-m", "twistreg", "purge-uploads", "--storage-path", str(storage),
+         *options], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -65,6 +66,25 @@ def test_purge_uploads_removes_old_v2_sessions(tmp_path):
     old = ensureDeferred(uploads.start("foo/bar")).result
     reactor.advance(time.time())
     fresh = ensureDeferred(uploads.start("foo/bar")).result
-    assert purge_uploads(tmp_path, storage) == "removed 1 stale upload from local storage\n"
+    assert json.loads(purge_uploads(tmp_path, storage, "--json")) == {
+        "removed": 1, "storage": "local"}
     assert sorted(os.listdir(storage / "twistreg/v2/uploads")) == [fresh]
     assert old != fresh
+
+
+def test_reindex_says_what_it_did_in_json(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("dev:\n  standalone: true\n  search_backend: sqlite\n"
+                      f"  sqlalchemy_index_database: sqlite:///{tmp_path}/search.db\n")
+    storage = tmp_path / "storage"
+    (storage / "repositories/foo/bar").mkdir(parents=True)
+    (storage / "repositories/foo/bar/tag_latest").write_text("a" * 64)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+    env.pop("SETTINGS_FLAVOR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "twistreg", "reindex", "--config", str(config),
+         "--storage-path", str(storage), "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["repositories"] == 1

@@ -65,8 +65,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.choices["check"]
     parser.add_argument("--repair", action="store_true",
                         help="move what is wrong aside (twistreg/quarantine/<time>/)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the report as one JSON object")
 
 
 #: Where repair moves what is wrong, under the time of the run.

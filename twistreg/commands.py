@@ -39,6 +39,8 @@ def add_storage_command(
     parser.add_argument("--config", metavar="FILE", help="the config file (as twist twistreg)")
     parser.add_argument("--flavor", metavar="NAME", help="the config flavor")
     parser.add_argument("--storage-path", metavar="DIR", help="overrides storage_path")
+    parser.add_argument("--json", action="store_true",
+                        help="print the outcome as one JSON object, for scripts")
 
     def run(options: argparse.Namespace) -> None:
         log_warnings_to_stderr()

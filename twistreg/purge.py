@@ -12,6 +12,7 @@ C{v2_upload_max_age} (a day by default).
 from __future__ import annotations
 
 import argparse
+import json
 
 from twistreg.commands import add_storage_command, fail, open_existing_storage
 from twistreg.config import ConfigError, Settings
@@ -49,5 +50,8 @@ async def _purge(reactor, options: argparse.Namespace) -> None:
         count = await purge_stale(settings, storage, reactor)
     except (OSError, StorageUnavailable) as error:
         fail("purge-uploads", f"{storage.name} storage: {error}")
+    if options.json:
+        print(json.dumps({"removed": count, "storage": storage.name}))
+        return
     noun = "upload" if count == 1 else "uploads"
     print(f"removed {count} stale {noun} from {storage.name} storage")

@@ -9,11 +9,14 @@ another server, files copied by hand) leaves it stale; this makes it match the t
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from twistreg.commands import add_storage_command, fail, open_existing_storage
 from twistreg.config import ConfigError
 from twistreg.registry.search import open_search_index, walk
 from twistreg.storage.interface import StorageUnavailable
+from twistreg.walking import progress_on
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -34,12 +37,17 @@ async def _reindex(reactor, options: argparse.Namespace) -> None:
         fail("reindex", str(error))
     if index is None:
         fail("reindex", "search is disabled: the config sets no search_backend")
+    progress = progress_on(sys.stderr, reactor, "reindex")
     try:
         await index.open()
-        count = await index.rebuild(await walk(storage, reactor))
+        count = await index.rebuild(await walk(storage, reactor, progress))
     except (ConfigError, OSError, StorageUnavailable, index.database_error) as error:
         fail("reindex", f"{index.description}: {error}")
     finally:
+        progress.close()
         index.close()
+    if options.json:
+        print(json.dumps({"repositories": count, "database": index.description}))
+        return
     noun = "repository" if count == 1 else "repositories"
     print(f"reindexed {count} {noun} in {index.description}")

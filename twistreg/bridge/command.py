@@ -13,8 +13,10 @@ have theirs.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
+from typing import Any
 
 import attrs
 
@@ -61,6 +63,12 @@ class Report:
     @property
     def written(self) -> int:
         return self.counts[Outcome.WRITTEN]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as C{--json} prints it."""
+        return {"images": self.images, "seen": self.seen, "unbridgeable": self.unbridgeable,
+                "interrupted": self.interrupted,
+                **{outcome.name.lower(): count for outcome, count in self.counts.items()}}
 
     def summary(self, storage: str) -> str:
         """The line a complete run ends with."""
@@ -116,8 +124,11 @@ async def _bridge(reactor, options: argparse.Namespace) -> None:
         fail("bridge", f"{storage.name} storage: {error}")
     finally:
         progress.close()
+    if options.json:
+        print(json.dumps(report.as_dict()))
     if report.interrupted:
         print(f"twistreg bridge: interrupted after writing the layer facts of"
               f" {_plural(report.written, 'image')}; run it again to go on", file=sys.stderr)
         raise SystemExit(INTERRUPTED)
-    print(report.summary(storage.name))
+    if not options.json:
+        print(report.summary(storage.name))

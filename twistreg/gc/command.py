@@ -38,8 +38,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.choices["gc"]
     parser.add_argument("--dry-run", action="store_true",
                         help="list what would go, remove nothing")
-    parser.add_argument("--json", action="store_true",
-                        help="print the report as one JSON object")
 
 
 async def _gc(reactor, options: argparse.Namespace) -> None:

@@ -19,12 +19,12 @@ import attrs
 from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from twistreg.config import ConfigError, Settings
 from twistreg.layout import REPOSITORIES, key_of_directory
 from twistreg.storage.interface import IStorage
+from twistreg.walking import Pace, Progress, Silent
 
 log = Logger()
 
@@ -102,8 +102,6 @@ _DELETE = "DELETE FROM repository WHERE name = ?"
 _MATCH = " WHERE name LIKE ? OR description LIKE ?"
 # SQLite and PostgreSQL both take a 64-bit OFFSET; beyond it every page is empty anyway.
 _MAX_OFFSET = 2**62
-# The longest the storage walk keeps the reactor (Cooperator's default time slice).
-_SLICE = 0.01
 
 
 class SearchIndex:
@@ -287,26 +285,31 @@ class SearchIndex:
         return count, [(name, description) for name, description in cursor.fetchall()]
 
 
-async def walk(storage: IStorage, clock: IReactorTime) -> list[str]:
+async def walk(storage: IStorage, clock: IReactorTime,
+               progress: Progress | None = None) -> list[str]:
     """
     The repository key of every repository in C{storage}: each non-empty
     C{repositories/<ns>/<repo>} directory, in listing order (§9 Startup).
 
     Local storage lists directories in the reactor thread; tens of thousands of them would
     stop serving for a while (seconds on a cold cache), so the walk hands the reactor back
-    every C{_SLICE} seconds, as L{twisted.internet.task.cooperate} does.
+    as it goes (L{Pace}).
+
+    @param progress: told of each namespace walked.
     """
+    pace = Pace(clock)
+    progress = Silent() if progress is None else progress
     keys = []
-    slice_started = clock.seconds()
-    for namespace in await storage.list_directory(REPOSITORIES):
+    namespaces = await storage.list_directory(REPOSITORIES)
+    progress.phase("namespaces", len(namespaces))
+    for namespace in namespaces:
         directory = f"{REPOSITORIES}/{namespace}"
         for name in await storage.list_directory(directory):
             # An empty directory is no repository (§7.1); a file lists as empty.
             if await storage.list_directory(f"{directory}/{name}"):
                 keys.append(key_of_directory(namespace, name))
-            if clock.seconds() - slice_started >= _SLICE:
-                await deferLater(clock, 0, lambda: None)
-                slice_started = clock.seconds()
+            await pace.breathe()
+        progress.advance(f"{len(keys)} repositories")
     return keys
 
 
