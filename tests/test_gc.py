@@ -367,6 +367,8 @@ def test_the_report_is_a_plain_object_and_json(registry):
     assert as_json["objects"] == report.total_objects == 6
     assert as_json["bytes"] == report.total_bytes > 0
     assert as_json["removed"][kinds.BLOBS]["objects"] == 3
+    # The second image's manifest, its config and layer links, and blobs stay.
+    assert (as_json["kept"][kinds.MANIFESTS], as_json["kept"][kinds.BLOB_LINKS]) == (1, 2)
     assert "would_remove" not in as_json
     assert report.summary("local").startswith(
         "gc removed 1 manifests, 2 blob links, 3 blobs (")
@@ -375,9 +377,11 @@ def test_the_report_is_a_plain_object_and_json(registry):
 # -- in the server ---------------------------------------------------------------------------
 
 
-def test_the_server_collects_every_interval_unless_read_only(registry):
-    from twistreg.gc.schedule import Collector
+def test_the_server_collects_every_interval_unless_read_only(registry, monkeypatch):
+    from twistreg.gc import schedule
 
+    recorded: list = []
+    monkeypatch.setattr(schedule, "record_gc", recorded.append)
     push_image(registry, b"first layer")
     age(registry, 3 * HOUR)
     push_image(registry, b"second layer")
@@ -386,26 +390,29 @@ def test_the_server_collects_every_interval_unless_read_only(registry):
     clock.advance(time.time())
     storage = LocalStorage(str(registry.storage))
     read_only = [True]
-    collector = Collector(clock, storage, attrs.evolve(
+    collector = schedule.Collector(clock, storage, attrs.evolve(
         settings, gc=GCSettings(interval=600.0, untagged=HOUR)), lambda: read_only[0])
     collector.start()
     clock.advance(600)
-    assert collector.last is None  # read-only: nothing written, nothing removed
+    assert recorded == []  # read-only: nothing written, nothing removed
     read_only[0] = False
     clock.advance(599)
-    assert collector.last is None
+    assert recorded == []
     clock.advance(1)
-    assert collector.runs == 1 and collector.last.objects[kinds.MANIFESTS] == 1
+    assert len(recorded) == 1 and recorded[0].objects[kinds.MANIFESTS] == 1
     collector.stop()
     clock.advance(600)
-    assert collector.runs == 1
+    assert len(recorded) == 1
 
 
-def test_the_server_collects_nothing_without_an_interval(registry):
-    from twistreg.gc.schedule import Collector
+def test_the_server_collects_nothing_without_an_interval(registry, monkeypatch):
+    from twistreg.gc import schedule
 
+    recorded: list = []
+    monkeypatch.setattr(schedule, "record_gc", recorded.append)
     clock = Clock()
-    collector = Collector(clock, LocalStorage(str(registry.storage)), registry.registry.settings)
+    collector = schedule.Collector(clock, LocalStorage(str(registry.storage)),
+                                   registry.registry.settings)
     collector.start()
     clock.advance(10 * 86400)
-    assert collector.runs == 0
+    assert recorded == []

@@ -215,6 +215,7 @@ class Collection:
         self.report.keep(kinds.BLOBS, len(blobs) - len(old_blobs))
         for marked in marks.values():
             self.report.keep(kinds.MANIFESTS, len(marked.kept))
+            self.report.keep(kinds.BLOB_LINKS, len(marked.remaining - marked.kept))
 
         if self.report.dry_run:
             await self._list(marks, old_images, unlinked_records, old_blobs, set(images))
@@ -263,7 +264,6 @@ class Collection:
                 await self._storage.remove(key)
                 await _prune(self._storage, _parent(key))
                 self.report.removed(kinds.BLOB_LINKS, key, 0)
-            self.report.keep(kinds.BLOB_LINKS, len(again.remaining - again.kept))
 
         await self._pace.each(sweep, [marked for marked in marks.values()
                                       if marked.manifests or marked.links])

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from twistreg.config import Settings
 from twistreg.gc.collector import Rules, collect
 from twistreg.gc.report import Report
+from twistreg.metrics import record_gc
 from twistreg.storage.interface import IStorage
 from twistreg.walking import Pace
 
@@ -29,7 +30,6 @@ class Collector:
     two objects.
 
     @param readonly: whether the registry is read-only now (a reload may change it).
-    @ivar last: the report of the last collection (metrics read it), or None.
     """
 
     def __init__(self, reactor, storage: IStorage, settings: Settings,
@@ -41,8 +41,6 @@ class Collector:
         self._stopping = threading.Event()
         self._loop = task.LoopingCall(self._collect)
         self._loop.clock = reactor
-        self.last: Report | None = None
-        self.runs = 0
 
     def start(self) -> None:
         if self._settings.gc.interval:
@@ -63,8 +61,7 @@ class Collector:
         return running.addCallbacks(self._done, self._failed)
 
     def _done(self, report: Report) -> None:
-        self.last = report
-        self.runs += 1
+        record_gc(report)
         log.info("{summary}", summary=report.summary(self._storage.name))
 
     def _failed(self, failure: Failure) -> None:
