@@ -35,21 +35,21 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twistreg import layout
 from twistreg.bridge.v2_to_v1 import BridgedImage
 from twistreg.checksums import PayloadHasher, tarsum
-from twistreg.commands import add_storage_command, fail, open_existing_storage
-from twistreg.config import ConfigError
+from twistreg.commands import add_storage_command, walk_storage
 from twistreg.oci.errors import DigestInvalid
 from twistreg.oci.names import parse_digest
 from twistreg.oci.repositories import Repositories
 from twistreg.registry.images import parse_checksums
 from twistreg.registry.layerfacts import hash_stored, image_ids, read_layer_facts
-from twistreg.storage.interface import IStorage, KeyNotFound, StorageUnavailable
-from twistreg.walking import INTERRUPTED, Pace, Progress, Stopped, progress_on, until_shutdown
+from twistreg.storage.interface import IStorage, KeyNotFound
+from twistreg.walking import INTERRUPTED, Pace, Progress, Stopped
 
 CORRUPT = "corrupt"
 TORN = "torn"
 ORPHANED = "orphaned"
 TEMPORARY = "temporary"
 KINDS = (CORRUPT, TORN, ORPHANED, TEMPORARY)
+
 
 def add_command(commands: argparse._SubParsersAction) -> None:
     """Add C{check} to the subcommands of C{python -m twistreg}."""
@@ -323,18 +323,9 @@ async def _move_aside(storage: IStorage, finding: Finding, quarantine: str) -> d
 
 
 async def _check(reactor, options: argparse.Namespace) -> None:
-    try:
-        _, storage = open_existing_storage(options, reactor)
-    except ConfigError as error:
-        fail("check", str(error))
-    progress = progress_on(sys.stderr, reactor, "check")
-    try:
-        report = await until_shutdown(reactor, lambda stopping: check(
+    storage, report = await walk_storage(
+        reactor, "check", options, lambda settings, storage, stopping, progress: check(
             storage, reactor, repair=options.repair, progress=progress, stopping=stopping))
-    except (OSError, StorageUnavailable) as error:
-        fail("check", f"{storage.name} storage: {error}")
-    finally:
-        progress.close()
     if options.json:
         print(json.dumps(report.as_dict()))
     else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
 
 from twisted.internet import defer, task
 from twisted.logger import (
@@ -16,10 +17,13 @@ from twisted.logger import (
     globalLogBeginner,
 )
 
-from twistreg.config import Settings, load_settings, require_supported_storage
+from twistreg.config import ConfigError, Settings, load_settings, require_supported_storage
 from twistreg.logs import line_log_observer
 from twistreg.storage import open_storage
-from twistreg.storage.interface import IMaintainable, IStorage
+from twistreg.storage.interface import IMaintainable, IStorage, StorageUnavailable
+from twistreg.walking import Progress, progress_on, until_shutdown
+
+T = TypeVar("T")
 
 
 def add_storage_command(
@@ -81,3 +85,28 @@ def fail(command: str, message: str) -> NoReturn:
     """End the command with status 1 and C{message} on one line (driver messages span lines)."""
     print(f"twistreg {command}: " + " ".join(message.split()), file=sys.stderr)
     raise SystemExit(1)
+
+
+async def walk_storage(
+    reactor, command: str, options: argparse.Namespace,
+    walk: Callable[[Settings, IStorage, threading.Event, Progress], Awaitable[T]],
+) -> tuple[IStorage, T]:
+    """
+    Run C{walk(settings, storage, stopping, progress)} over the storage the options name,
+    with a progress display on standard error, C{stopping} set on Ctrl-C or TERM
+    (L{until_shutdown}); a configuration or storage problem ends the command with one line.
+
+    @return: the storage walked, and what C{walk} returned.
+    """
+    try:
+        settings, storage = open_existing_storage(options, reactor)
+    except ConfigError as error:
+        fail(command, str(error))
+    progress = progress_on(sys.stderr, reactor, command)
+    try:
+        return storage, await until_shutdown(
+            reactor, lambda stopping: walk(settings, storage, stopping, progress))
+    except (OSError, StorageUnavailable) as error:
+        fail(command, f"{storage.name} storage: {error}")
+    finally:
+        progress.close()

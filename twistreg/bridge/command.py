@@ -21,11 +21,10 @@ from typing import Any
 import attrs
 
 from twistreg.checksums import LayerFacts
-from twistreg.commands import add_storage_command, fail, open_existing_storage
-from twistreg.config import ConfigError
+from twistreg.commands import add_storage_command, walk_storage
 from twistreg.registry.layerfacts import Outcome, fill_layer_facts, image_ids
-from twistreg.storage.interface import IStorage, StorageUnavailable
-from twistreg.walking import INTERRUPTED, Progress, Stopped, progress_on, until_shutdown
+from twistreg.storage.interface import IStorage
+from twistreg.walking import INTERRUPTED, Progress, Stopped
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -112,18 +111,9 @@ async def fill_tree(storage: IStorage, reactor, stopping: threading.Event,
 
 
 async def _bridge(reactor, options: argparse.Namespace) -> None:
-    try:
-        _, storage = open_existing_storage(options, reactor)
-    except ConfigError as error:
-        fail("bridge", str(error))
-    progress = progress_on(sys.stderr, reactor, "bridge")
-    try:
-        report = await until_shutdown(
-            reactor, lambda stopping: fill_tree(storage, reactor, stopping, progress))
-    except (OSError, StorageUnavailable) as error:
-        fail("bridge", f"{storage.name} storage: {error}")
-    finally:
-        progress.close()
+    storage, report = await walk_storage(
+        reactor, "bridge", options, lambda settings, storage, stopping, progress: fill_tree(
+            storage, reactor, stopping, progress))
     if options.json:
         print(json.dumps(report.as_dict()))
     if report.interrupted:

@@ -15,14 +15,14 @@ import json
 import sys
 import threading
 
-from twistreg.commands import add_storage_command, fail, open_existing_storage
-from twistreg.config import ConfigError
+from twistreg.commands import add_storage_command, walk_storage
+from twistreg.config import Settings
 from twistreg.gc import report as kinds
 from twistreg.gc.collector import Rules, collect
 from twistreg.gc.report import Report
 from twistreg.purge import purge_stale
-from twistreg.storage.interface import StorageUnavailable
-from twistreg.walking import INTERRUPTED, Pace, progress_on, until_shutdown
+from twistreg.storage.interface import IStorage
+from twistreg.walking import INTERRUPTED, Pace, Progress
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -41,13 +41,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 async def _gc(reactor, options: argparse.Namespace) -> None:
-    try:
-        settings, storage = open_existing_storage(options, reactor)
-    except ConfigError as error:
-        fail("gc", str(error))
-    progress = progress_on(sys.stderr, reactor, "gc")
-
-    async def walk(stopping: threading.Event) -> Report:
+    async def walk(settings: Settings, storage: IStorage, stopping: threading.Event,
+                   progress: Progress) -> Report:
         report = await collect(
             storage, reactor, Rules(grace=settings.gc.grace, untagged=settings.gc.untagged),
             dry_run=options.dry_run, pace=Pace(reactor, stopping), progress=progress)
@@ -56,12 +51,7 @@ async def _gc(reactor, options: argparse.Namespace) -> None:
                 report.removed(kinds.UPLOADS, "", 0)
         return report
 
-    try:
-        report = await until_shutdown(reactor, walk)
-    except (OSError, StorageUnavailable) as error:
-        fail("gc", f"{storage.name} storage: {error}")
-    finally:
-        progress.close()
+    storage, report = await walk_storage(reactor, "gc", options, walk)
     if options.json:
         print(json.dumps(report.as_dict()))
     else:
