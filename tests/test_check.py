@@ -14,7 +14,7 @@ import pytest
 
 from tests.memory import MemoryRegistry
 from tests.server import ROOT
-from tests.test_bridge_facts import done
+from tests.test_bridge_facts import done, storage_options
 from tests.test_bridge_v1_to_v2 import BASE, BASE_LAYER, CHILD, EMPTY_LAYER, push_v1, tag_v1
 from tests.test_bridge_v2_to_v1 import LAYERS, NAME, push_v2
 from tests.threads import InlineThreadsReactor
@@ -127,3 +127,31 @@ def test_the_command_reports_exits_1_and_repairs(tree):
     # What named the moved layer goes on the next repair; then the tree is sound.
     command(tree, "check", "--repair")
     assert command(tree, "check").returncode == 0
+
+
+@pytest.mark.integration
+def test_the_command_on_either_storage(tmp_path, backend):
+    """A tree a server wrote over V1 and V2, on local storage and S3: sound, then a bad blob."""
+    running = backend.server(tmp_path).start()
+    try:
+        push_v1(running, BASE, BASE_LAYER)
+        push_v2(running, "new")
+    finally:
+        running.stop()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DOCKER_REGISTRY_CONFIG", None)
+
+    def run_check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "twistreg", "check", "--json",
+                               *storage_options(backend)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    sound = run_check()
+    assert sound.returncode == 0, sound.stderr
+    assert json.loads(sound.stdout)["checked"]["V1 layers"] == 1
+    key = str(blob_data(Path("."), LAYERS[0]))
+    backend.write(key, b"not the layer")
+    found = run_check()
+    assert found.returncode == 1
+    assert [(f["kind"], f["key"]) for f in json.loads(found.stdout)["findings"]] == [
+        (CORRUPT, key)]
