@@ -751,6 +751,7 @@ def test_a_v2_push_pulled_by_the_v1_clients(skopeo, server, npm_client, tmp_path
     assert out["layers"] == {image_id: digest.split(":")[1]
                              for image_id, digest in zip(bases_first, image.layers)}
     assert out["json"][top]["config"] == config["config"]
+    assert out["search"]["results"] == [{"description": "", "name": "foo/new"}]
 
 
 def test_a_docker_push_pulled_over_v1_then_the_latest_push_wins(docker_daemon, skopeo,

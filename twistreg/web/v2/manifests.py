@@ -10,6 +10,7 @@ import json
 
 from twisted.web.iweb import IRequest
 
+from twistreg.bridge.tagspace import v1_repository
 from twistreg.oci.errors import ManifestUnknown, NameUnknown, quoted
 from twistreg.oci.manifests import OCI_INDEX, Manifest
 from twistreg.oci.names import Digest, parse_digest, parse_reference
@@ -65,9 +66,14 @@ def add_manifest_routes(v2: V2Routes) -> None:
 
     @v2.route(_MANIFEST, "PUT", Policy(Access.WRITE))
     async def put_manifest(call: V2Call, reference: str) -> bytes:
+        target = parse_reference(reference)
         manifest = await repositories.put_manifest(
-            call.name, parse_reference(reference), call.request.content.getvalue(),
-            call.header(b"Content-Type"))
+            call.name, target, call.request.content.getvalue(), call.header(b"Content-Type"))
+        if registry.search is not None and isinstance(target, str):
+            # V1 search finds what V2 pushed, as it finds what a V1 tag PUT pushed (R13).
+            repository = v1_repository(call.name)
+            if repository is not None:
+                await registry.search.register(repository.key)
         request = call.request
         request.setResponseCode(201)
         request.setHeader(b"Location", f"/v2/{call.name}/manifests/{manifest.digest}".encode())
