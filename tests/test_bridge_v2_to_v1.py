@@ -174,6 +174,19 @@ def test_a_tag_deleted_through_either_protocol_goes_from_both(registry):
     assert registry.request("DELETE", f"/v2/{NAME}/manifests/old").status == 404
 
 
+def test_a_repository_deleted_with_v1_loses_its_v2_tags_too(registry):
+    push_v1(registry, BASE, BASE_LAYER)
+    tag_v1(registry, "old", BASE)
+    assert registry.request("DELETE", f"/v1/repositories/{NAME}/").status == 200
+    assert registry.request("GET", f"/v1/repositories/{NAME}/tags").status == 404
+    assert registry.request("GET", f"/v2/{NAME}/manifests/latest", headers=ACCEPT).status == 404
+    # A repository only V2 pushed to goes the same way; then there is nothing to delete.
+    push_v2(registry, "again")
+    assert registry.request("DELETE", f"/v1/repositories/{NAME}/").status == 200
+    assert registry.request("GET", f"/v1/repositories/{NAME}/tags/again").status == 404
+    assert registry.request("DELETE", f"/v1/repositories/{NAME}/").status == 404
+
+
 def test_a_v2_name_of_one_part_is_a_library_repository_in_v1(tmp_path):
     running = MemoryRegistry(tmp_path)
     try:

@@ -47,13 +47,25 @@ class TagSpace:
     async def take_from_v2(self, repository: Repository, tag: str) -> bool:
         """Remove the V2 tags C{tag} of a V1 repository; whether there were any."""
         found = False
-        if not is_tag(tag):
-            return found
         for name in v2_names(repository):
-            if await self._storage.exists(layout.v2_tag_current_key(name, tag)):
-                await self._storage.remove_tree(layout.v2_tag_key(name, tag))
-                found = True
+            found = await self.take_from_v2_name(name, tag) or found
         return found
+
+    async def take_all_from_v2(self, repository: Repository) -> bool:
+        """Remove every V2 tag of a V1 repository (R15 deletes it); whether there were any."""
+        found = False
+        for name in v2_names(repository):
+            for tag in await self._storage.list_directory(layout.v2_tags_key(name)):
+                found = await self.take_from_v2_name(name, tag) or found
+        return found
+
+    async def take_from_v2_name(self, name: str, tag: str) -> bool:
+        """Remove the V2 tag C{tag} of repository C{name}; whether there was one."""
+        if not is_tag(tag) or not await self._storage.exists(
+                layout.v2_tag_current_key(name, tag)):
+            return False
+        await self._storage.remove_tree(layout.v2_tag_key(name, tag))
+        return True
 
     async def take_from_v1(self, name: str, tag: str) -> bool:
         """Remove the V1 tag C{tag} of a V2 repository; whether there was one."""

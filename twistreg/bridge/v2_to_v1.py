@@ -210,12 +210,13 @@ class V2View:
     async def tags(self, repository: Repository) -> dict[str, str] | None:
         """
         The V2 tags of a V1 repository, with the V1 image id of each (tags V1 cannot serve
-        are left out); None when no V2 repository has its name.
+        are left out); None when no V2 repository of its name has a tag (what is left of a
+        repository whose tags were deleted is none to V1).
         """
         found: dict[str, str] | None = None
         for name in v2_names(repository):
             current = await self._repositories.current_tags(name)
-            if not current and not await self._repositories.exists(name):
+            if not current:
                 continue
             found = {} if found is None else found
             for tag, digest in current:

@@ -74,7 +74,10 @@ def add_repository_routes(v1: RouteTable) -> None:
 
     @v1.route((_REPOSITORY, _REPOSITORY + "/tags"), "DELETE", Policy(Access.DELETE))
     async def delete_repository(call: RouteCall) -> bytes:
-        await tags.delete_repository(call.repository)
+        # One namespace: the repository's V2 tags go too, or the V1 view would keep them.
+        pushed = tag_space is not None and await tag_space.take_all_from_v2(call.repository)
+        if not pushed or await tags.list_tags(call.repository) is not None:
+            await tags.delete_repository(call.repository)
         return responses.json_body(call.request, True)
 
     @v1.route(_REPOSITORY + "/json", "GET", Policy(Access.READ, mirror=_upstream_metadata))
