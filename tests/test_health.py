@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.memory import STANDALONE, MemoryRegistry
@@ -77,6 +79,15 @@ def test_a_silent_dependency_fails_after_the_timeout():
     assert not request.finished
     clock.advance(0.1)
     assert answer(request) == (503, {"storage": f"no answer within {HEALTH_TIMEOUT:g} s"})
+
+
+def test_an_answer_after_the_load_balancer_left_is_not_written():
+    clock = MemoryReactorClock()
+    slow: defer.Deferred[None] = defer.Deferred()
+    request = render(HealthResource({"storage": lambda: slow}, clock))
+    request.processingFailed(Failure(ConnectionDone("gone")))
+    slow.callback(None)
+    assert (request.finished, request.written) == (0, [])
 
 
 def test_the_checks_of_what_is_configured(tmp_path):

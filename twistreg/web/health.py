@@ -98,10 +98,12 @@ class HealthResource(Resource):
         if request.method not in (b"GET", b"HEAD"):
             return _answer(request, 405, {"error": "Method not allowed"})
         d = check_health(self._checks, self._clock, self._timeout)
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
 
         def answer(results: dict[str, str]) -> None:
-            if request.finished or getattr(request, "_disconnected", False):
-                return
+            if request.finished or gone:
+                return  # the load balancer gave up first
             healthy = all(value == "ok" for value in results.values())
             body = _answer(request, 200 if healthy else 503, results)
             if request.method != b"HEAD":
