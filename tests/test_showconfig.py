@@ -6,6 +6,7 @@ import argparse
 import json
 import textwrap
 
+import bcrypt
 import pytest
 import yaml
 
@@ -54,6 +55,20 @@ def test_every_setting_with_secrets_hidden(tmp_path, capsys, monkeypatch):
     assert "raw" not in shown
     for secret in ("s3-secret-value", "db-password", "redis-password"):
         assert secret not in out
+
+
+def test_password_hashes_are_hidden(tmp_path, capsys):
+    users = tmp_path / "htpasswd"
+    users.write_text("alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode() + "\n")
+    config = write(tmp_path, f"""\
+        dev:
+          auth: {{htpasswd: {{path: {users}, readers: [alice]}}}}
+        """)
+    status, out, _ = run(capsys, "--config", config)
+    assert status == 0
+    shown = yaml.safe_load(out)["passwords"]
+    assert (shown["readers"], shown["users"]) == (["alice"], showconfig.HIDDEN)
+    assert "$2b$" not in out
 
 
 def test_yaml_by_default(tmp_path, capsys):
