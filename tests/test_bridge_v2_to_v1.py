@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import shutil
 
 import pytest
 
@@ -232,6 +233,16 @@ def test_a_v2_image_v1_cannot_take_is_left_out_of_the_v1_view(registry):
                             {"Content-Type": document["mediaType"]}).status == 201
     assert list(v1_tags(registry)) == ["latest"]
     assert registry.request("GET", f"/v1/repositories/{NAME}/tags/zstd").status == 404
+
+
+def test_a_v1_view_removed_from_storage_stops_being_served_within_a_minute(registry):
+    top = v1_tags(registry)["latest"]
+    assert registry.request("GET", f"/v1/images/{top}/json").status == 200
+    shutil.rmtree(registry.storage / "twistreg/v1/bridge/images" / top)
+    registry.clock.advance(59)
+    assert registry.request("GET", f"/v1/images/{top}/json").status == 200
+    registry.clock.advance(1)
+    assert registry.request("GET", f"/v1/images/{top}/json").status == 404
 
 
 def test_an_image_that_is_neither_is_still_a_404(registry):

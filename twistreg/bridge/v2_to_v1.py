@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
 
 from twistreg import layout
@@ -51,6 +51,9 @@ _HISTORY_FIELDS = ("created", "author", "comment")
 #: Bytes of V1 images and of the V1 images of V2 manifests kept per process: both never
 #: change once made (a digest names fixed bytes).
 VIEW_BUDGET = 4 << 20
+#: Seconds they are served before they are read again, so that what a collector removed
+#: stops being served soon after.
+VIEW_MAX_AGE = 60.0
 
 
 class NotBridgeable(Exception):
@@ -187,14 +190,14 @@ def v1_images(repository: str, manifest: Manifest, config_bytes: bytes) -> list[
 class V2View:
     """The V1 view of the V2 tags of one storage."""
 
-    def __init__(self, storage: IStorage, reactor: IReactorThreads,
+    def __init__(self, storage: IStorage, reactor: IReactorThreads | IReactorTime,
                  repositories: Repositories, platform: tuple[str, ...]) -> None:
         self._storage = storage
         self._reactor = reactor
         self._repositories = repositories
         self._platform = platform
         #: image id → L{BridgedImage}; manifest digest → its V1 images (empty: none).
-        self._kept = BoundedLRU(VIEW_BUDGET, name="v1_views")
+        self._kept = BoundedLRU(VIEW_BUDGET, VIEW_MAX_AGE, reactor, name="v1_views")
 
     async def tag(self, repository: Repository, tag: str) -> str | None:
         """The V1 image id of the V2 tag C{tag}; None when there is none V1 can serve."""
