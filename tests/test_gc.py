@@ -20,6 +20,8 @@ from twisted.internet.task import Clock
 from tests.memory import MemoryRegistry
 from tests.test_bridge_facts import done
 from tests.test_bridge_v1_to_v2 import ACCEPT, BASE_LAYER, EMPTY_LAYER, push_v1
+from tests.test_bridge_v2_to_v1 import NAME as BRIDGED
+from tests.test_bridge_v2_to_v1 import config_of, push_v2
 from tests.test_v2_routes import OCI_INDEX, OCI_MANIFEST, digest_of, image_manifest, push_blob
 from twistreg import layout
 from twistreg.config import GCSettings
@@ -340,9 +342,9 @@ def test_a_v1_image_no_tag_reaches_goes_with_what_the_bridge_made_of_it(registry
     assert not list(Path(registry.storage, layout.V2_BLOBS).rglob("data"))
 
 
-def test_a_v1_view_of_a_v2_image_goes_with_its_manifest(registry):
-    first, _, _ = push_image(registry, b"first layer")
-    record = {"repository": NAME, "manifest": first}
+def test_a_v1_view_of_a_v2_image_goes_with_its_layer(registry):
+    first, _, layer = push_image(registry, b"first layer")
+    record = {"repository": NAME, "manifest": first, "layer": layer}
     view = registry.storage / layout.bridged_image_key(OLD)
     view.parent.mkdir(parents=True)
     view.write_text(json.dumps(record))
@@ -353,6 +355,23 @@ def test_a_v1_view_of_a_v2_image_goes_with_its_manifest(registry):
     report = run(registry)
     assert report.objects[kinds.MANIFESTS] == 1
     assert not view.parent.exists()
+
+
+def test_a_v1_image_two_v2_images_share_stays_while_one_of_them_does(registry):
+    """Same base layer and history: one V1 image below both tops."""
+    push_v2(registry, "one")
+    other = config_of(config={"Cmd": ["/other"]})
+    push_v2(registry, "two", config=other)
+    tags = registry.request("GET", f"/v1/repositories/{BRIDGED}/tags").json()
+    [base] = set(registry.request("GET", f"/v1/images/{tags['one']}/ancestry").json()[1:])
+    assert registry.request("DELETE", f"/v2/{BRIDGED}/manifests/one").status == 202
+    age(registry, 3 * HOUR)
+    run(registry, untagged=HOUR)
+    registry.clock.advance(60)  # what the process kept of the views
+    for image_id in registry.request("GET", f"/v1/images/{tags['two']}/ancestry").json():
+        assert registry.request("GET", f"/v1/images/{image_id}/json").status == 200
+        assert registry.request("GET", f"/v1/images/{image_id}/layer").status == 200
+    assert (registry.storage / layout.bridged_image_key(base)).exists()
 
 
 # -- the report ------------------------------------------------------------------------------

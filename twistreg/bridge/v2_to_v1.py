@@ -314,11 +314,12 @@ class V2View:
         if Digest.of(config) != manifest.config.digest:
             raise NotBridgeable("its config does not have the digest the manifest names")
         images = v1_images(name, manifest, config)
-        if not await self._storage.exists(layout.bridged_image_key(images[-1].image_id)):
-            # Bases first: a top image found stored has all its ancestors stored.
-            for image in images:
-                await self._storage.put_content(layout.bridged_image_key(image.image_id),
-                                                image.to_json())
+        for image in images:
+            # Each is looked at: a base is shared with other V2 images, and may have been
+            # collected with the layer of one of them.
+            key = layout.bridged_image_key(image.image_id)
+            if not await self._storage.exists(key):
+                await self._storage.put_content(key, image.to_json())
         return images
 
     def _platform_entry(self, index: Manifest) -> Digest:

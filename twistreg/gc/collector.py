@@ -34,7 +34,7 @@ from twistreg.gc.v2 import (
     modified,
 )
 from twistreg.oci.errors import DigestInvalid
-from twistreg.oci.names import Digest, is_name, parse_digest
+from twistreg.oci.names import Digest, parse_digest
 from twistreg.oci.repositories import Repositories
 from twistreg.registry.documents import parse_json
 from twistreg.storage.interface import IStorage, KeyNotFound
@@ -344,7 +344,11 @@ class Collection:
         await self._pace.each(sweep, [digest for digest in old_blobs if digest not in kept])
 
     async def _sweep_v1_views(self) -> None:
-        """The V1 view of a V2 image goes with its manifest."""
+        """
+        The V1 view of a layer of a V2 image goes with the layer's bytes. Not with the
+        manifest it was made from: V1 images are shared by the V2 images whose lower layers
+        and history are the same, and one of those may stay.
+        """
         storage = self._storage
         for image_id in await storage.list_directory(layout.BRIDGED_IMAGES):
             await self._pace.breathe()
@@ -352,14 +356,12 @@ class Collection:
             content = await _read(storage, key)
             try:
                 record = parse_json(content) if content is not None else None
-                name, digest = record["repository"], parse_digest(record["manifest"])
+                layer = parse_digest(record["layer"])
             except (ValueError, TypeError, KeyError, DigestInvalid):
                 continue
-            if not is_name(name):
-                continue
-            present = (await storage.exists(layout.revision_link_key(name, digest))
-                       and await storage.exists(layout.blob_data_key(digest)))
-            if not present and self._old(await modified(storage, key)):
+            stored = (await storage.exists(layout.blob_data_key(layer))
+                      or await storage.exists(layout.bridged_blob_key(layer)))
+            if not stored and self._old(await modified(storage, key)):
                 await storage.remove_tree(layout.bridged_image_directory(image_id))
                 self.report.removed(kinds.BRIDGE_RECORDS, key, 0)
 
