@@ -107,7 +107,7 @@ def test_reindex_from_an_s3_listing(nodes, tree, tmp_path):
     assert result.stdout.startswith("reindexed 1 repository in ")
 
 
-def test_s3_down_is_503_then_served_again(tree, tmp_path, seaweedfs):
+def test_s3_down_is_503_and_unhealthy_then_served_again(tree, tmp_path, seaweedfs):
     server = tree.server(tmp_path).start()
     try:
         image_id = new_id()
@@ -120,10 +120,13 @@ def test_s3_down_is_503_then_served_again(tree, tmp_path, seaweedfs):
             assert time.monotonic() - started < 5
             r = server.request("PUT", f"/v1/images/{new_id()}/json", b'{"id": "x"}')
             assert r.status in (400, 503)
+            health = server.request("GET", "/_health")
+            assert health.status == 503 and health.json()["storage"] != "ok"
         finally:
             seaweedfs.restart()
         wait_until(lambda: server.request("GET", f"/v1/images/{image_id}/json").status == 200,
                    timeout=30)
+        wait_until(lambda: server.request("GET", "/_health").status == 200, timeout=30)
         assert server.request("GET", f"/v1/images/{image_id}/layer").body == b"layer"
         assert "Traceback" not in server.text()
     finally:
