@@ -10,7 +10,10 @@ import os
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
 from tests.memory import STANDALONE, MemoryRegistry
 from twistreg import metrics
@@ -194,3 +197,22 @@ def test_config_keys(tmp_path):
     for bad in ("metrics", "/_health", "/a b", "/m?x=1"):
         with pytest.raises(ConfigError, match="config key metrics.path must be a path"):
             load(f"    path: '{bad}'\n")
+
+
+def test_an_upload_is_in_flight_until_its_request_ends(served):
+    """A V1 layer body half sent counts; once its connection is lost, it no longer does."""
+    image = "c" * 64
+    assert served.request("PUT", f"/v1/images/{image}/json",
+                          f'{{"id": "{image}"}}'.encode()).status == 200
+    before = value(page_of(served), "twistreg_uploads_in_flight", protocol="v1")
+    peer = IPv4Address("TCP", "127.0.0.1", 39999)
+    protocol = served.site.buildProtocol(peer)
+    protocol.makeConnection(StringTransport(hostAddress=served.address, peerAddress=peer))
+    protocol.dataReceived(
+        f"PUT /v1/images/{image}/layer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Length: 1000\r\n\r\n".encode() + b"x" * 100)
+    served.clock.advance(0)
+    assert value(page_of(served), "twistreg_uploads_in_flight", protocol="v1") == before + 1
+    protocol.connectionLost(Failure(ConnectionDone("the client went")))
+    served.clock.advance(0)
+    assert value(page_of(served), "twistreg_uploads_in_flight", protocol="v1") == before
